@@ -1,0 +1,455 @@
+// Package config loads and validates exporter.yml.
+//
+// Decoding is strict (unknown keys are errors) and every problem is
+// reported with the YAML path and line it belongs to, so check-config can
+// print all of them at once.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	commoncfg "github.com/prometheus/common/config"
+	"github.com/prometheus/common/model"
+	"go.yaml.in/yaml/v3"
+)
+
+// Defaults applied when a key is absent.
+const (
+	DefaultTimezone      = "Asia/Shanghai"
+	DefaultWshotoBaseURL = "https://open.wshoto.com"
+	DefaultTagBatchSize  = 100
+	DefaultPageSize      = 100
+	DefaultLookbackDays  = 7
+	DefaultRateLimit     = 10.0
+)
+
+var (
+	DefaultPollInterval = model.Duration(15 * time.Minute)
+	DefaultTimeout      = model.Duration(30 * time.Second)
+)
+
+// Config is the whole exporter.yml.
+type Config struct {
+	Global Global          `yaml:"global"`
+	Wshoto []*WshotoTarget `yaml:"wshoto"`
+}
+
+// Global holds settings shared by every target.
+type Global struct {
+	Timezone string `yaml:"timezone"`
+
+	// Location is Timezone resolved; set by Load.
+	Location *time.Location `yaml:"-"`
+}
+
+// Fetch holds the settings of how a target talks to its upstream; every
+// source embeds it.
+type Fetch struct {
+	// PollInterval is the wait between calls while the expected data is not
+	// published yet.
+	PollInterval model.Duration `yaml:"poll_interval"`
+	// Timeout bounds one upstream HTTP call.
+	Timeout model.Duration `yaml:"timeout"`
+	// RateLimit caps upstream calls per second for this target.
+	RateLimit float64 `yaml:"rate_limit"`
+	// HTTPClient carries proxy and TLS settings.
+	HTTPClient commoncfg.HTTPClientConfig `yaml:"http_client"`
+}
+
+func defaultFetch() Fetch {
+	return Fetch{
+		PollInterval: DefaultPollInterval,
+		Timeout:      DefaultTimeout,
+		RateLimit:    DefaultRateLimit,
+		HTTPClient:   commoncfg.DefaultHTTPClientConfig,
+	}
+}
+
+// WshotoTarget is one wshoto (企微管家) corp.
+type WshotoTarget struct {
+	Name          string           `yaml:"name"`
+	BaseURL       string           `yaml:"base_url"`
+	AppID         string           `yaml:"appid"`
+	AppSecret     commoncfg.Secret `yaml:"app_secret"`
+	AppSecretFile string           `yaml:"app_secret_file"`
+	TagIDs        []string         `yaml:"tag_ids"`
+	// TagBatchSize is how many tag ids one request carries; the upstream
+	// does not document its limit.
+	TagBatchSize int `yaml:"tag_batch_size"`
+	PageSize     int `yaml:"page_size"`
+	// LookbackDays is how far back the first refresh looks for the newest
+	// published day when yesterday is not published yet.
+	LookbackDays int `yaml:"lookback_days"`
+	Fetch        `yaml:",inline"`
+
+	secret       string
+	decodeErrors []string
+}
+
+// Secret returns app_secret, or the content of app_secret_file as read by
+// the last Load.
+func (t *WshotoTarget) Secret() string { return t.secret }
+
+// UnmarshalYAML applies defaults; the v2-style signature keeps the decoder's
+// strict KnownFields mode for the fields inside.
+func (t *WshotoTarget) UnmarshalYAML(unmarshal func(any) error) error {
+	*t = WshotoTarget{
+		BaseURL:      DefaultWshotoBaseURL,
+		TagBatchSize: DefaultTagBatchSize,
+		PageSize:     DefaultPageSize,
+		LookbackDays: DefaultLookbackDays,
+		Fetch:        defaultFetch(),
+	}
+	type plain WshotoTarget
+	return keepTypeErrors(unmarshal((*plain)(t)), &t.decodeErrors)
+}
+
+// keepTypeErrors stores type errors of a list element instead of returning
+// them: yaml.v3 drops an element whose UnmarshalYAML fails, and the
+// validation of the rest would then report it as missing.
+func keepTypeErrors(err error, into *[]string) error {
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		*into = te.Errors
+		return nil
+	}
+	return err
+}
+
+// Problem is one thing wrong with a configuration file.
+type Problem struct {
+	File string
+	Line int    // 0 when unknown
+	Path string // YAML path such as wshoto[0].tag_ids; empty for the whole file
+	Msg  string
+}
+
+func (p Problem) String() string {
+	var b strings.Builder
+	b.WriteString(p.File)
+	if p.Line > 0 {
+		b.WriteString(":" + strconv.Itoa(p.Line))
+	}
+	b.WriteString(": ")
+	if p.Path != "" {
+		b.WriteString(p.Path + ": ")
+	}
+	b.WriteString(p.Msg)
+	return b.String()
+}
+
+// Problems is the error Load returns for an invalid file.
+type Problems []Problem
+
+func (ps Problems) Error() string {
+	lines := make([]string, len(ps))
+	for i, p := range ps {
+		lines[i] = p.String()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Load reads, decodes and validates the file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, Problems{{File: path, Msg: err.Error()}}
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes and validates data; name is the file name used in problem
+// reports. *_file paths are used as given.
+func Parse(name string, data []byte) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, Problems{syntaxProblem(name, err)}
+	}
+	idx := indexNode(&root)
+
+	cfg := &Config{}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var typeProblems Problems
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return nil, Problems{syntaxProblem(name, err)}
+		}
+		// The rest of the file decoded: validate it too, so one run
+		// reports every problem.
+		for _, msg := range te.Errors {
+			typeProblems = append(typeProblems, idx.typeProblem(name, msg))
+		}
+	}
+	for _, t := range cfg.Wshoto {
+		if t == nil {
+			continue
+		}
+		for _, msg := range t.decodeErrors {
+			typeProblems = append(typeProblems, idx.typeProblem(name, msg))
+		}
+	}
+
+	v := validator{file: name, idx: idx}
+	v.validate(cfg)
+	problems := typeProblems
+	for _, p := range v.problems {
+		if !slices.ContainsFunc(typeProblems, func(tp Problem) bool { return tp.Path == p.Path }) {
+			problems = append(problems, p)
+		}
+	}
+	if len(problems) > 0 {
+		sort.SliceStable(problems, func(i, j int) bool { return problems[i].Line < problems[j].Line })
+		return nil, problems
+	}
+	return cfg, nil
+}
+
+var lineRE = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+
+func syntaxProblem(file string, err error) Problem {
+	msg := err.Error()
+	if m := lineRE.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		return Problem{File: file, Line: line, Msg: "invalid YAML: " + m[2]}
+	}
+	return Problem{File: file, Msg: "invalid YAML: " + strings.TrimPrefix(msg, "yaml: ")}
+}
+
+var unknownFieldRE = regexp.MustCompile(`^field (\S+) not found in type`)
+
+func (idx nodeIndex) typeProblem(file, msg string) Problem {
+	m := lineRE.FindStringSubmatch(msg)
+	if m == nil {
+		return Problem{File: file, Msg: msg}
+	}
+	line, _ := strconv.Atoi(m[1])
+	rest := m[2]
+	if f := unknownFieldRE.FindStringSubmatch(rest); f != nil {
+		return Problem{File: file, Line: line, Path: idx.keyAt(line, f[1]), Msg: "unknown key"}
+	}
+	return Problem{File: file, Line: line, Path: idx.valueAt(line), Msg: strings.TrimPrefix(rest, "yaml: ")}
+}
+
+// nodeIndex maps YAML paths to the lines where they stand.
+type nodeIndex struct {
+	lines map[string]int
+}
+
+func indexNode(root *yaml.Node) nodeIndex {
+	idx := nodeIndex{lines: map[string]int{}}
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				walk(c, path)
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, val := n.Content[i], n.Content[i+1]
+				p := k.Value
+				if path != "" {
+					p = path + "." + k.Value
+				}
+				idx.lines[p] = k.Line
+				walk(val, p)
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				p := path + "[" + strconv.Itoa(i) + "]"
+				idx.lines[p] = c.Line
+				walk(c, p)
+			}
+		}
+	}
+	walk(root, "")
+	return idx
+}
+
+// line returns the line of path, or of its nearest ancestor that has one.
+func (idx nodeIndex) line(path string) int {
+	for path != "" {
+		if l, ok := idx.lines[path]; ok {
+			return l
+		}
+		cut := max(strings.LastIndexAny(path, ".["), 0)
+		path = path[:cut]
+	}
+	return 0
+}
+
+func (idx nodeIndex) keyAt(line int, key string) string {
+	var best string
+	for p, l := range idx.lines {
+		if l == line && (p == key || strings.HasSuffix(p, "."+key)) && (best == "" || p < best) {
+			best = p
+		}
+	}
+	if best == "" {
+		return key
+	}
+	return best
+}
+
+func (idx nodeIndex) valueAt(line int) string {
+	var best string
+	for p, l := range idx.lines {
+		if l == line && len(p) > len(best) {
+			best = p
+		}
+	}
+	return best
+}
+
+type validator struct {
+	file     string
+	idx      nodeIndex
+	problems Problems
+}
+
+func (v *validator) add(path, format string, args ...any) {
+	v.problems = append(v.problems, Problem{File: v.file, Line: v.idx.line(path), Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (v *validator) validate(c *Config) {
+	if c.Global.Timezone == "" {
+		c.Global.Timezone = DefaultTimezone
+	}
+	loc, err := time.LoadLocation(c.Global.Timezone)
+	if err != nil {
+		v.add("global.timezone", "unknown time zone %q", c.Global.Timezone)
+	}
+	c.Global.Location = loc
+
+	if len(c.Wshoto) == 0 {
+		v.add("", "no targets: configure at least one entry under wshoto")
+	}
+	names := map[string]string{}
+	for i, t := range c.Wshoto {
+		p := fmt.Sprintf("wshoto[%d]", i)
+		if t == nil {
+			v.add(p, "empty target")
+			continue
+		}
+		v.validateWshoto(p, t, names)
+	}
+}
+
+func (v *validator) unique(p string, name string, seen map[string]string) {
+	if first, dup := seen[name]; dup {
+		v.add(p+".name", "duplicate name %q (first used at line %d)", name, v.idx.line(first))
+		return
+	}
+	seen[name] = p + ".name"
+}
+
+func (v *validator) validateWshoto(p string, t *WshotoTarget, names map[string]string) {
+	if t.Name == "" {
+		v.add(p+".name", "required")
+	} else {
+		v.unique(p, t.Name, names)
+	}
+	v.baseURL(p+".base_url", t.BaseURL)
+	if t.AppID == "" {
+		v.add(p+".appid", "required")
+	}
+	t.secret = v.secret(p, "app_secret", string(t.AppSecret), t.AppSecretFile)
+	if len(t.TagIDs) == 0 {
+		v.add(p+".tag_ids", "required: list at least one tag id")
+	}
+	seen := map[string]bool{}
+	for i, id := range t.TagIDs {
+		tp := fmt.Sprintf("%s.tag_ids[%d]", p, i)
+		switch {
+		case strings.TrimSpace(id) == "":
+			v.add(tp, "empty tag id")
+		case seen[id]:
+			v.add(tp, "duplicate tag id %q", id)
+		}
+		seen[id] = true
+	}
+	v.intRange(p+".tag_batch_size", t.TagBatchSize, 1, 1000)
+	v.intRange(p+".page_size", t.PageSize, 1, 100)
+	v.intRange(p+".lookback_days", t.LookbackDays, 1, 90)
+	v.fetch(p, &t.Fetch)
+}
+
+// secret resolves an inline secret or a secret file, exactly one of which
+// must be set. Its value never enters a message.
+func (v *validator) secret(p, key, inline, file string) string {
+	switch {
+	case inline != "" && file != "":
+		v.add(p+"."+key+"_file", "set either %s or %s_file, not both", key, key)
+	case inline != "":
+		return inline
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			v.add(p+"."+key+"_file", "cannot read secret file: %v", errors.Unwrap(err))
+			return ""
+		}
+		s := strings.TrimSpace(string(b))
+		if s == "" {
+			v.add(p+"."+key+"_file", "secret file %s is empty", file)
+		}
+		return s
+	default:
+		v.add(p, "one of %s or %s_file is required", key, key)
+	}
+	return ""
+}
+
+func (v *validator) baseURL(p, raw string) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		v.add(p, "%q is not an http(s) URL with a host", raw)
+		return
+	}
+	if u.RawQuery != "" || u.User != nil {
+		v.add(p, "must not carry a query or user info")
+	}
+}
+
+func (v *validator) intRange(p string, n, lo, hi int) {
+	if n < lo || n > hi {
+		v.add(p, "%d is out of range [%d, %d]", n, lo, hi)
+	}
+}
+
+func (v *validator) fetch(p string, f *Fetch) {
+	if f.PollInterval < model.Duration(time.Minute) {
+		v.add(p+".poll_interval", "%s is too short: at least 1m (upstream quotas are shared)", f.PollInterval)
+	}
+	if f.Timeout <= 0 {
+		v.add(p+".timeout", "must be positive")
+	}
+	if f.RateLimit <= 0 || f.RateLimit > 1000 {
+		v.add(p+".rate_limit", "%g is out of range (0, 1000] calls per second", f.RateLimit)
+	}
+	if err := f.HTTPClient.Validate(); err != nil {
+		v.add(p+".http_client", "%v", err)
+	}
+}
+
+// Summary describes the targets in one line, for logs and check-config.
+func (c *Config) Summary() string {
+	names := make([]string, 0, len(c.Wshoto))
+	for _, t := range c.Wshoto {
+		names = append(names, t.Name)
+	}
+	slices.Sort(names)
+	return fmt.Sprintf("%d wshoto target(s) %v, timezone %s", len(c.Wshoto), names, c.Global.Timezone)
+}
