@@ -1,0 +1,105 @@
+package source
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	commoncfg "github.com/prometheus/common/config"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/wechat-retention/wechat_retention_exporter/config"
+	"github.com/wechat-retention/wechat_retention_exporter/scheduler"
+	"github.com/wechat-retention/wechat_retention_exporter/state"
+	"github.com/wechat-retention/wechat_retention_exporter/upstream/wshoto"
+)
+
+// Deps are what units need from outside the configuration.
+type Deps struct {
+	Logger *slog.Logger
+	// Existing returns the state of a target that is already live, so a
+	// reload keeps its data and counters; nil for none.
+	Existing func(source, name string) *state.Target
+	// HTTPClient, when set, replaces the client built from http_client
+	// (tests use an in-memory transport).
+	HTTPClient func(name string) *http.Client
+	// Policy, when set, replaces the policy built from the configuration.
+	Policy func(poll time.Duration) scheduler.Policy
+}
+
+// Units builds one scheduler unit per configured target.
+func Units(cfg *config.Config, d Deps) ([]scheduler.Unit, error) {
+	loc := cfg.Global.Location
+	var units []scheduler.Unit
+	for _, tc := range cfg.Wshoto {
+		t := d.target(state.SourceWshoto, tc.Name, loc)
+		hc, err := d.httpClient(state.SourceWshoto+"/"+tc.Name, tc.HTTPClient, time.Duration(tc.Timeout))
+		if err != nil {
+			return nil, fmt.Errorf("wshoto %s: %w", tc.Name, err)
+		}
+		client, err := wshoto.New(wshoto.Options{
+			BaseURL: tc.BaseURL, AppID: tc.AppID, AppSecret: tc.Secret(), HTTP: hc,
+			RateLimit: tc.RateLimit, Observer: t, PageSize: tc.PageSize, BatchSize: tc.TagBatchSize,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("wshoto %s: %w", tc.Name, err)
+		}
+		logger := d.Logger.With("upstream", state.SourceWshoto, "target", tc.Name)
+		units = append(units, scheduler.Unit{
+			Target: t,
+			Job: &WshotoJob{Client: client, TagIDs: tc.TagIDs, Location: loc,
+				LookbackDays: tc.LookbackDays, Target: t, Logger: logger},
+			Policy:      d.policy(time.Duration(tc.PollInterval)),
+			Logger:      logger,
+			Fingerprint: fingerprint(cfg.Global.Timezone, tc, tc.Secret()),
+		})
+	}
+	return units, nil
+}
+
+func (d Deps) target(source, name string, loc *time.Location) *state.Target {
+	if d.Existing != nil {
+		if t := d.Existing(source, name); t != nil {
+			t.SetLocation(loc)
+			return t
+		}
+	}
+	return state.NewTarget(source, name, loc)
+}
+
+func (d Deps) httpClient(name string, cfg commoncfg.HTTPClientConfig, timeout time.Duration) (*http.Client, error) {
+	if d.HTTPClient != nil {
+		return d.HTTPClient(name), nil
+	}
+	c, err := commoncfg.NewClientFromConfig(cfg, name)
+	if err != nil {
+		return nil, err
+	}
+	c.Timeout = timeout
+	return c, nil
+}
+
+func (d Deps) policy(poll time.Duration) scheduler.Policy {
+	if d.Policy != nil {
+		return d.Policy(poll)
+	}
+	return scheduler.DefaultPolicy(poll)
+}
+
+// fingerprint identifies a target's configuration, secret included (hashed),
+// so a reload restarts exactly the targets whose settings changed.
+func fingerprint(parts ...any) string {
+	h := sha256.New()
+	for _, p := range parts {
+		b, err := yaml.Marshal(p)
+		if err != nil {
+			b = fmt.Appendf(nil, "%v", p)
+		}
+		h.Write(b)
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
