@@ -48,6 +48,7 @@ type Fault struct {
 
 // Call is one request the fake received.
 type Call struct {
+	At     time.Time
 	Path   string
 	Token  string
 	Body   string
@@ -141,7 +142,7 @@ func (s *Server) ResetCalls() {
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-	call := Call{Path: r.URL.Path, Token: r.URL.Query().Get("access_token"), Body: string(body)}
+	call := Call{At: time.Now(), Path: r.URL.Path, Token: r.URL.Query().Get("access_token"), Body: string(body)}
 	if f, ok := s.nextFault(r.URL.Path); ok {
 		if f.Delay > 0 {
 			select {
