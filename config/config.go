@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -170,7 +171,7 @@ func Load(path string) (*Config, error) {
 }
 
 // Parse decodes and validates data; name is the file name used in problem
-// reports. *_file paths are used as given.
+// reports, and relative *_file paths are resolved against its directory.
 func Parse(name string, data []byte) (*Config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
@@ -202,7 +203,7 @@ func Parse(name string, data []byte) (*Config, error) {
 		}
 	}
 
-	v := validator{file: name, idx: idx}
+	v := validator{file: name, dir: filepath.Dir(name), idx: idx}
 	v.validate(cfg)
 	problems := typeProblems
 	for _, p := range v.problems {
@@ -316,6 +317,7 @@ func (idx nodeIndex) valueAt(line int) string {
 
 type validator struct {
 	file     string
+	dir      string // relative *_file paths start here
 	idx      nodeIndex
 	problems Problems
 }
@@ -396,6 +398,9 @@ func (v *validator) secret(p, key, inline, file string) string {
 	case inline != "":
 		return inline
 	case file != "":
+		if !filepath.IsAbs(file) {
+			file = filepath.Join(v.dir, file)
+		}
 		b, err := os.ReadFile(file)
 		if err != nil {
 			v.add(p+"."+key+"_file", "cannot read secret file: %v", errors.Unwrap(err))

@@ -6,6 +6,7 @@ package source
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/wechat-retention/wechat_retention_exporter/calendar"
@@ -41,7 +42,9 @@ func (j *WshotoJob) Refresh(ctx context.Context) (scheduler.Outcome, error) {
 	next := calendar.NextMidnight(now, j.Location)
 
 	oldest := expected.AddDays(1 - max(j.LookbackDays, 1))
-	if snap := j.Target.Snapshot(); snap != nil && snap.Wshoto != nil {
+	// A snapshot asked for other tags (the configuration changed) is
+	// served until a new one arrives but does not count as current.
+	if snap := j.Target.Snapshot(); snap != nil && snap.Wshoto != nil && slices.Equal(snap.Wshoto.TagIDs, j.TagIDs) {
 		have := snap.Wshoto.Date
 		if !have.Before(expected) {
 			return scheduler.Outcome{Current: true, NextData: next}, nil
@@ -59,7 +62,7 @@ func (j *WshotoJob) Refresh(ctx context.Context) (scheduler.Outcome, error) {
 			j.Logger.Debug("data day not published yet", "ds", day)
 			continue
 		}
-		j.Target.Publish(&state.Snapshot{Wshoto: &state.Wshoto{Date: day, DateStart: day.Start(j.Location), Records: recs}})
+		j.Target.Publish(&state.Snapshot{Wshoto: &state.Wshoto{TagIDs: j.TagIDs, Date: day, DateStart: day.Start(j.Location), Records: recs}})
 		j.Logger.Info("refreshed", "ds", day, "tags", len(recs))
 		return scheduler.Outcome{Current: day == expected, NextData: next}, nil
 	}

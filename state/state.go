@@ -30,6 +30,8 @@ type Snapshot struct {
 
 // Wshoto is one data day of a wshoto corp.
 type Wshoto struct {
+	// TagIDs are the configured tags the records were asked for.
+	TagIDs    []string
 	Date      calendar.Date
 	DateStart time.Time       // 00:00 of Date in the configured time zone
 	Records   []wshoto.Record // one per tag, sorted by tag id
