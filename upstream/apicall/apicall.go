@@ -232,11 +232,9 @@ func redactURLError(err error) error {
 	if !errors.As(err, &ue) {
 		return err
 	}
-	red := ue.URL
+	red := "(unparsable URL)"
 	if u, perr := url.Parse(ue.URL); perr == nil {
 		red = RedactURL(u)
-	} else {
-		red = "(unparsable URL)"
 	}
 	// The inner error names host and port at most; it stays as it is so
 	// timeouts remain recognisable.
