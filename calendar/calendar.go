@@ -107,3 +107,66 @@ func Windows(from, to Date, months int) [][2]Date {
 	}
 	return out
 }
+
+// Weekday returns the day of the week of d.
+func (d Date) Weekday() time.Weekday {
+	return time.Date(d.Year, d.Month, d.Day, 12, 0, 0, 0, time.UTC).Weekday()
+}
+
+// WeekStart returns the Monday of d's natural week (Monday–Sunday).
+func WeekStart(d Date) Date {
+	return d.AddDays(-((int(d.Weekday()) + 6) % 7))
+}
+
+// MonthStart returns the 1st of d's month.
+func MonthStart(d Date) Date { return Date{d.Year, d.Month, 1} }
+
+// MonthEnd returns the last day of d's month.
+func MonthEnd(d Date) Date { return MonthStart(d).AddMonths(1).AddDays(-1) }
+
+// Period is a kind of natural period the retention APIs count in.
+type Period int
+
+// The periods, as in getweanalysisappid{daily,weekly,monthly}retaininfo.
+const (
+	Day Period = iota
+	Week
+	Month
+)
+
+// Start returns the first day of the period of kind p that contains d.
+func (p Period) Start(d Date) Date {
+	switch p {
+	case Week:
+		return WeekStart(d)
+	case Month:
+		return MonthStart(d)
+	}
+	return d
+}
+
+// Add moves the period starting at d by n periods.
+func (p Period) Add(d Date, n int) Date {
+	switch p {
+	case Week:
+		return d.AddDays(7 * n)
+	case Month:
+		return d.AddMonths(n)
+	}
+	return d.AddDays(n)
+}
+
+// End returns the last day of the period starting at d.
+func (p Period) End(d Date) Date { return p.Add(d, 1).AddDays(-1) }
+
+// LatestComplete returns the start of the newest period of kind p that
+// has ended by now in loc: yesterday, last week's Monday, last month's 1st.
+func (p Period) LatestComplete(now time.Time, loc *time.Location) Date {
+	return p.Add(p.Start(DateOf(now, loc)), -1)
+}
+
+// NextBoundary returns the first moment after now at which a new period
+// of kind p begins in loc: the next midnight, Monday 00:00, or the 1st.
+func (p Period) NextBoundary(now time.Time, loc *time.Location) time.Time {
+	return p.Add(p.Start(DateOf(now, loc)), 1).Start(loc)
+}

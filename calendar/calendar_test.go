@@ -94,3 +94,64 @@ func TestDateArithmetic(t *testing.T) {
 		t.Error("bad date parsed")
 	}
 }
+
+func TestNaturalWeeksAcrossSundayMidnight(t *testing.T) {
+	sh := mustLoc(t, "Asia/Shanghai")
+	at := func(s string) time.Time { x, _ := time.ParseInLocation("2006-01-02 15:04:05", s, sh); return x }
+	cases := []struct {
+		now        string
+		latest     string // Monday of the newest complete week
+		nextMonday string
+	}{
+		// Sunday 23:59:59: the current week (from Mon 16th) is not over.
+		{"2026-11-22 23:59:59", "2026-11-09", "2026-11-23 00:00:00"},
+		// Monday 00:00: the week of the 16th has just ended.
+		{"2026-11-23 00:00:00", "2026-11-16", "2026-11-30 00:00:00"},
+		// Across a year end: Mon 2026-12-28 .. Sun 2027-01-03.
+		{"2027-01-04 09:00:00", "2026-12-28", "2027-01-11 00:00:00"},
+	}
+	for _, c := range cases {
+		now := at(c.now)
+		if got := Week.LatestComplete(now, sh).String(); got != c.latest {
+			t.Errorf("LatestComplete week at %s = %s, want %s", c.now, got, c.latest)
+		}
+		if got := Week.NextBoundary(now, sh); !got.Equal(at(c.nextMonday)) {
+			t.Errorf("NextBoundary at %s = %s", c.now, got)
+		}
+	}
+	// Sunday 16:00 UTC is already Monday in Shanghai.
+	utcSunday := time.Date(2026, 11, 22, 16, 0, 0, 0, time.UTC)
+	if got := Week.LatestComplete(utcSunday, sh).String(); got != "2026-11-16" {
+		t.Errorf("in Shanghai the week has ended: %s", got)
+	}
+	if got := Week.LatestComplete(utcSunday, time.UTC).String(); got != "2026-11-09" {
+		t.Errorf("in UTC it has not: %s", got)
+	}
+	if end := Week.End(Date{2026, 12, 28}); end != (Date{2027, 1, 3}) || end.Weekday() != time.Sunday {
+		t.Errorf("week end %v", end)
+	}
+}
+
+func TestNaturalMonthsAcrossMonthEnds(t *testing.T) {
+	sh := mustLoc(t, "Asia/Shanghai")
+	cases := []struct{ now, latest, end string }{
+		{"2026-03-01T00:00:00+08:00", "2026-02-01", "2026-02-28"},
+		{"2026-02-28T23:59:59+08:00", "2026-01-01", "2026-01-31"},
+		{"2028-03-01T00:00:01+08:00", "2028-02-01", "2028-02-29"},
+		{"2027-01-01T00:00:00+08:00", "2026-12-01", "2026-12-31"},
+	}
+	for _, c := range cases {
+		now, _ := time.Parse(time.RFC3339, c.now)
+		m := Month.LatestComplete(now, sh)
+		if m.String() != c.latest || Month.End(m).String() != c.end {
+			t.Errorf("at %s: month %s..%s, want %s..%s", c.now, m, Month.End(m), c.latest, c.end)
+		}
+	}
+	now, _ := time.Parse(time.RFC3339, "2026-01-31T23:00:00+08:00")
+	if got := Month.NextBoundary(now, sh); got.Format(time.RFC3339) != "2026-02-01T00:00:00+08:00" {
+		t.Errorf("next month boundary %s", got)
+	}
+	if got := Day.LatestComplete(now, sh).String(); got != "2026-01-30" {
+		t.Errorf("latest day %s", got)
+	}
+}

@@ -9,16 +9,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
-	"io"
 	"math"
 	"net/http"
 	"net/http/httptest"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/wechat-retention/wechat_retention_exporter/calendar"
+	"github.com/wechat-retention/wechat_retention_exporter/upstream/upstreamtest"
 	"github.com/wechat-retention/wechat_retention_exporter/upstream/wshoto"
 )
 
@@ -37,23 +36,11 @@ var DemoTags = []Tag{
 	{"etMNcGDQAAfH3mRa", "直播引流"},
 }
 
-// Fault is a scripted misbehaviour for the next matching calls.
-type Fault struct {
-	Status int           // HTTP status to answer with (0: 200)
-	Code   int           // a non-zero API code with Msg
-	Msg    string        //
-	Body   string        // a raw body, sent as is
-	Delay  time.Duration // wait before answering (honours request cancellation)
-}
-
-// Call is one request the fake received.
-type Call struct {
-	At     time.Time
-	Path   string
-	Token  string
-	Body   string
-	Answer int // the code answered (0 success), or -status for HTTP errors
-}
+// Fault and Call are the shared fake types.
+type (
+	Fault = upstreamtest.Fault
+	Call  = upstreamtest.Call
+)
 
 // Server is the fake. Set fields before first use; methods are safe for
 // concurrent use.
@@ -68,12 +55,12 @@ type Server struct {
 	// Data returns the record of tag on day d; nil means DemoRecord.
 	Data func(tag Tag, d calendar.Date) map[string]any
 
+	upstreamtest.Recorder
+
 	mu       sync.Mutex
 	tokens   map[string]time.Time // token → created
 	current  string
 	seq      int
-	faults   map[string][]Fault // path → queue
-	calls    []Call
 	unpubEnd calendar.Date // days after this are withheld, when set
 }
 
@@ -88,17 +75,6 @@ func New(appID, secret string) *Server {
 
 // Start serves the fake on a loopback port.
 func (s *Server) Start() *httptest.Server { return httptest.NewServer(s) }
-
-// Inject queues faults for the next calls to path (wshoto.TokenPath or
-// wshoto.AnalyzePath).
-func (s *Server) Inject(path string, faults ...Fault) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.faults == nil {
-		s.faults = map[string][]Fault{}
-	}
-	s.faults[path] = append(s.faults[path], faults...)
-}
 
 // RevokeTokens invalidates every token handed out, as the vendor may do.
 func (s *Server) RevokeTokens() {
@@ -115,101 +91,35 @@ func (s *Server) Withhold(last calendar.Date) {
 	s.unpubEnd = last
 }
 
-// Calls returns the requests received so far.
-func (s *Server) Calls() []Call {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Clone(s.calls)
-}
-
-// CallCount counts the requests to path.
-func (s *Server) CallCount(path string) int {
-	n := 0
-	for _, c := range s.Calls() {
-		if c.Path == path {
-			n++
-		}
-	}
-	return n
-}
-
-// ResetCalls forgets the calls received so far.
-func (s *Server) ResetCalls() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.calls = nil
-}
-
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-	call := Call{At: time.Now(), Path: r.URL.Path, Token: r.URL.Query().Get("access_token"), Body: string(body)}
-	if f, ok := s.nextFault(r.URL.Path); ok {
-		if f.Delay > 0 {
-			select {
-			case <-time.After(f.Delay):
-			case <-r.Context().Done():
-				s.record(call, -499)
-				return
-			}
-		}
-		switch {
-		case f.Body != "":
-			s.record(call, -f.Status)
-			if f.Status != 0 {
-				w.WriteHeader(f.Status)
-			}
-			_, _ = w.Write([]byte(f.Body))
-			return
-		case f.Status != 0:
-			s.record(call, -f.Status)
-			http.Error(w, http.StatusText(f.Status), f.Status)
-			return
-		case f.Code != 0:
-			s.answer(w, call, f.Code, f.Msg, nil)
-			return
-		}
+	call, done := s.Begin(w, r, func(w http.ResponseWriter, c Call, code int, msg string) { s.answer(w, c, code, msg, nil) })
+	if done {
+		return
 	}
+	body := []byte(call.Body)
 	switch r.URL.Path {
 	case wshoto.TokenPath:
 		if r.Method != http.MethodGet {
-			s.record(call, -http.StatusMethodNotAllowed)
+			s.Record(call, -http.StatusMethodNotAllowed)
 			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 			return
 		}
 		s.serveToken(w, r, call)
 	case wshoto.AnalyzePath:
 		if r.Method != http.MethodPost {
-			s.record(call, -http.StatusMethodNotAllowed)
+			s.Record(call, -http.StatusMethodNotAllowed)
 			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 			return
 		}
 		s.serveAnalyze(w, call, body)
 	default:
-		s.record(call, -http.StatusNotFound)
+		s.Record(call, -http.StatusNotFound)
 		http.NotFound(w, r)
 	}
 }
 
-func (s *Server) nextFault(path string) (Fault, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	q := s.faults[path]
-	if len(q) == 0 {
-		return Fault{}, false
-	}
-	s.faults[path] = q[1:]
-	return q[0], true
-}
-
-func (s *Server) record(c Call, answer int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c.Answer = answer
-	s.calls = append(s.calls, c)
-}
-
 func (s *Server) answer(w http.ResponseWriter, c Call, code int, msg string, data any) {
-	s.record(c, code)
+	s.Record(c, code)
 	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
 	out := map[string]any{"code": code, "msg": msg}
 	if data != nil {
