@@ -175,7 +175,7 @@ func TestCheckConfig(t *testing.T) {
 		}
 		return code, string(out)
 	}
-	if code, out := run("config/testdata/good.yml"); code != 0 || !strings.Contains(out, "valid: 2 wshoto target(s)") {
+	if code, out := run("config/testdata/good.yml"); code != 0 || !strings.Contains(out, "valid: 2 wshoto target(s) [acme beta], 2 wechat_miniprogram target(s) [mall shop]") {
 		t.Errorf("good file: exit %d\n%s", code, out)
 	}
 	code, out := run("config/testdata/unknown_key.bad.yml")

@@ -33,7 +33,12 @@ const (
 	DefaultPageSize      = 100
 	DefaultLookbackDays  = 7
 	DefaultRateLimit     = 10.0
+	DefaultWechatBaseURL = "https://api.weixin.qq.com"
+	DefaultTokenMode     = "stable"
 )
+
+// DefaultRetain is the retain APIs a mini-program uses unless told.
+var DefaultRetain = []string{"weekly"}
 
 var (
 	DefaultPollInterval = model.Duration(15 * time.Minute)
@@ -42,8 +47,9 @@ var (
 
 // Config is the whole exporter.yml.
 type Config struct {
-	Global Global          `yaml:"global"`
-	Wshoto []*WshotoTarget `yaml:"wshoto"`
+	Global            Global               `yaml:"global"`
+	Wshoto            []*WshotoTarget      `yaml:"wshoto"`
+	WechatMiniprogram []*MiniprogramTarget `yaml:"wechat_miniprogram"`
 }
 
 // Global holds settings shared by every target.
@@ -113,6 +119,39 @@ func (t *WshotoTarget) UnmarshalYAML(unmarshal func(any) error) error {
 		Fetch:        defaultFetch(),
 	}
 	type plain WshotoTarget
+	return keepTypeErrors(unmarshal((*plain)(t)), &t.decodeErrors)
+}
+
+// MiniprogramTarget is one WeChat mini-program.
+type MiniprogramTarget struct {
+	Name       string           `yaml:"name"`
+	BaseURL    string           `yaml:"base_url"`
+	AppID      string           `yaml:"appid"`
+	AppSecret  commoncfg.Secret `yaml:"secret"`
+	SecretFile string           `yaml:"secret_file"`
+	// Token is stable (default), classic, or file.
+	Token           string   `yaml:"token"`
+	AccessTokenFile string   `yaml:"access_token_file"`
+	Retain          []string `yaml:"retain"`
+	Fetch           `yaml:",inline"`
+
+	secret       string
+	decodeErrors []string
+}
+
+// Secret returns secret, or the content of secret_file as read by the
+// last Load; empty with token: file.
+func (t *MiniprogramTarget) Secret() string { return t.secret }
+
+// UnmarshalYAML applies defaults, as WshotoTarget's does.
+func (t *MiniprogramTarget) UnmarshalYAML(unmarshal func(any) error) error {
+	*t = MiniprogramTarget{
+		BaseURL: DefaultWechatBaseURL,
+		Token:   DefaultTokenMode,
+		Retain:  DefaultRetain,
+		Fetch:   defaultFetch(),
+	}
+	type plain MiniprogramTarget
 	return keepTypeErrors(unmarshal((*plain)(t)), &t.decodeErrors)
 }
 
@@ -194,11 +233,19 @@ func Parse(name string, data []byte) (*Config, error) {
 			typeProblems = append(typeProblems, idx.typeProblem(name, msg))
 		}
 	}
+	var decodeErrors [][]string
 	for _, t := range cfg.Wshoto {
-		if t == nil {
-			continue
+		if t != nil {
+			decodeErrors = append(decodeErrors, t.decodeErrors)
 		}
-		for _, msg := range t.decodeErrors {
+	}
+	for _, t := range cfg.WechatMiniprogram {
+		if t != nil {
+			decodeErrors = append(decodeErrors, t.decodeErrors)
+		}
+	}
+	for _, msgs := range decodeErrors {
+		for _, msg := range msgs {
 			typeProblems = append(typeProblems, idx.typeProblem(name, msg))
 		}
 	}
@@ -336,8 +383,8 @@ func (v *validator) validate(c *Config) {
 	}
 	c.Global.Location = loc
 
-	if len(c.Wshoto) == 0 {
-		v.add("", "no targets: configure at least one entry under wshoto")
+	if len(c.Wshoto) == 0 && len(c.WechatMiniprogram) == 0 {
+		v.add("", "no targets: configure at least one entry under wshoto or wechat_miniprogram")
 	}
 	names := map[string]string{}
 	for i, t := range c.Wshoto {
@@ -348,6 +395,62 @@ func (v *validator) validate(c *Config) {
 		}
 		v.validateWshoto(p, t, names)
 	}
+	apps := map[string]string{}
+	for i, t := range c.WechatMiniprogram {
+		p := fmt.Sprintf("wechat_miniprogram[%d]", i)
+		if t == nil {
+			v.add(p, "empty target")
+			continue
+		}
+		v.validateMiniprogram(p, t, apps)
+	}
+}
+
+var retainKinds = []string{"daily", "weekly", "monthly"}
+
+func (v *validator) validateMiniprogram(p string, t *MiniprogramTarget, names map[string]string) {
+	if t.Name == "" {
+		v.add(p+".name", "required")
+	} else {
+		v.unique(p, t.Name, names)
+	}
+	v.baseURL(p+".base_url", t.BaseURL)
+	if t.AppID == "" {
+		v.add(p+".appid", "required")
+	}
+	switch t.Token {
+	case "stable", "classic":
+		t.secret = v.secret(p, "secret", string(t.AppSecret), t.SecretFile)
+		if t.AccessTokenFile != "" {
+			v.add(p+".access_token_file", "only used with token: file")
+		}
+	case "file":
+		if t.AccessTokenFile == "" {
+			v.add(p+".access_token_file", "required with token: file")
+		} else if !filepath.IsAbs(t.AccessTokenFile) {
+			t.AccessTokenFile = filepath.Join(v.dir, t.AccessTokenFile)
+		}
+		if t.AppSecret != "" || t.SecretFile != "" {
+			v.add(p+".token", "token: file uses access_token_file; remove secret and secret_file")
+		}
+	default:
+		v.add(p+".token", "%q is not one of stable, classic, file", t.Token)
+	}
+	if len(t.Retain) == 0 {
+		v.add(p+".retain", "list at least one of daily, weekly, monthly")
+	}
+	seen := map[string]bool{}
+	for i, r := range t.Retain {
+		rp := fmt.Sprintf("%s.retain[%d]", p, i)
+		switch {
+		case !slices.Contains(retainKinds, r):
+			v.add(rp, "%q is not one of daily, weekly, monthly", r)
+		case seen[r]:
+			v.add(rp, "duplicate %q", r)
+		}
+		seen[r] = true
+	}
+	v.fetch(p, &t.Fetch)
 }
 
 func (v *validator) unique(p string, name string, seen map[string]string) {
@@ -451,10 +554,15 @@ func (v *validator) fetch(p string, f *Fetch) {
 
 // Summary describes the targets in one line, for logs and check-config.
 func (c *Config) Summary() string {
-	names := make([]string, 0, len(c.Wshoto))
+	var corps, apps []string
 	for _, t := range c.Wshoto {
-		names = append(names, t.Name)
+		corps = append(corps, t.Name)
 	}
-	slices.Sort(names)
-	return fmt.Sprintf("%d wshoto target(s) %v, timezone %s", len(c.Wshoto), names, c.Global.Timezone)
+	for _, t := range c.WechatMiniprogram {
+		apps = append(apps, t.Name)
+	}
+	slices.Sort(corps)
+	slices.Sort(apps)
+	return fmt.Sprintf("%d wshoto target(s) %v, %d wechat_miniprogram target(s) %v, timezone %s",
+		len(corps), corps, len(apps), apps, c.Global.Timezone)
 }

@@ -39,6 +39,20 @@ func TestLoadGood(t *testing.T) {
 	}
 }
 
+func TestLoadMiniprogram(t *testing.T) {
+	cfg, err := Load("testdata/good.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	shop, mall := cfg.WechatMiniprogram[0], cfg.WechatMiniprogram[1]
+	if shop.BaseURL != DefaultWechatBaseURL || shop.Token != "stable" || len(shop.Retain) != 1 || shop.Retain[0] != "weekly" || shop.Secret() != "mp-secret-inline" {
+		t.Errorf("defaults: %+v", shop)
+	}
+	if mall.Token != "file" || mall.AccessTokenFile != "testdata/secret.txt" || len(mall.Retain) != 3 || time.Duration(mall.PollInterval) != 30*time.Minute {
+		t.Errorf("explicit: %+v", mall)
+	}
+}
+
 func TestLoadDefaultsTimezone(t *testing.T) {
 	cfg, err := Parse("x.yml", []byte("wshoto:\n  - {name: a, appid: b, app_secret: c, tag_ids: [d]}\n"))
 	if err != nil {
@@ -67,8 +81,16 @@ func TestLoadBad(t *testing.T) {
 			"out_of_range.bad.yml:6: wshoto[0].page_size: 500 is out of range [1, 100]",
 			"out_of_range.bad.yml:7: wshoto[0].poll_interval: 10s is too short: at least 1m (upstream quotas are shared)",
 		},
-		"no_targets": {"no_targets.bad.yml: no targets: configure at least one entry under wshoto"},
-		"syntax":     {"syntax.bad.yml:1: invalid YAML: did not find expected '-' indicator"},
+		"no_targets":            {"no_targets.bad.yml: no targets: configure at least one entry under wshoto or wechat_miniprogram"},
+		"syntax":                {"syntax.bad.yml:1: invalid YAML: did not find expected '-' indicator"},
+		"mp_token_file_missing": {"mp_token_file_missing.bad.yml:2: wechat_miniprogram[0].access_token_file: required with token: file"},
+		"mp_bad_token_mode":     {`mp_bad_token_mode.bad.yml:5: wechat_miniprogram[0].token: "refresh" is not one of stable, classic, file`},
+		"mp_bad_retain": {
+			`mp_bad_retain.bad.yml:6: wechat_miniprogram[0].retain[1]: "yearly" is not one of daily, weekly, monthly`,
+			`mp_bad_retain.bad.yml:6: wechat_miniprogram[0].retain[2]: duplicate "weekly"`,
+		},
+		"mp_missing_secret": {"mp_missing_secret.bad.yml:2: wechat_miniprogram[0]: one of secret or secret_file is required"},
+		"mp_duplicate_name": {`mp_duplicate_name.bad.yml:5: wechat_miniprogram[1].name: duplicate name "shop" (first used at line 2)`},
 	}
 	files, _ := filepath.Glob("testdata/*.bad.yml")
 	if len(files) != len(cases) {
