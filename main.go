@@ -81,7 +81,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		defer d.Close()
 		load = d.Config
-		logger.Info("demo mode: serving simulated upstreams", "wshoto", d.WshotoURL())
+		logger.Info("demo mode: serving simulated upstreams", "upstreams", d.String())
 	}
 
 	srv, err := newServer(ctx, logger, load, source.Deps{})

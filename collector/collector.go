@@ -4,9 +4,12 @@
 package collector
 
 import (
+	"strconv"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wechat-retention/wechat_retention_exporter/state"
+	"github.com/wechat-retention/wechat_retention_exporter/upstream/wechat"
 	"github.com/wechat-retention/wechat_retention_exporter/upstream/wshoto"
 )
 
@@ -14,8 +17,26 @@ const selfPrefix = "wechat_retention_exporter_"
 
 var (
 	wshotoLabels = []string{"corp", "tag_id", "tag_name"}
+	retainLabels = []string{"app", "appid", "cohort", "key"}
 	selfLabels   = []string{"source", "target"}
 )
+
+// retainDescs are the three metrics of one retain kind.
+type retainDescs struct {
+	users, ratio, cohortStart *prometheus.Desc
+}
+
+func newRetainDescs(kind, period string) retainDescs {
+	prefix := "wechat_miniprogram_" + kind + "_retain_"
+	return retainDescs{
+		users: gauge(prefix+"users",
+			"Mini-program users of the "+period+" cohort: key 0 is the cohort's users (new or active), key k the users still visiting k "+period+"s later, from the newest cohort that has key k.", retainLabels...),
+		ratio: gauge(prefix+"ratio",
+			"Key-k users divided by key-0 users of the same "+period+" cohort, 0-1.", retainLabels...),
+		cohortStart: gauge(prefix+"cohort_start_timestamp_seconds",
+			"Start (00:00 in the configured time zone) of the "+period+" cohort each key's values come from.", "app", "appid", "key"),
+	}
+}
 
 func gauge(name, help string, labels ...string) *prometheus.Desc {
 	return prometheus.NewDesc(name, help, labels, nil)
@@ -28,6 +49,7 @@ type Exporter struct {
 	wshotoCounts    [6]*prometheus.Desc
 	wshotoRetention *prometheus.Desc
 	wshotoDate      *prometheus.Desc
+	retain          [3]retainDescs // by wechat.Kind
 
 	lastSuccess     *prometheus.Desc
 	lastSuccessTime *prometheus.Desc
@@ -56,6 +78,12 @@ func New(set *state.Set) *Exporter {
 		wshotoDate: gauge("wshoto_group_stats_date_timestamp_seconds",
 			"Data day of the wshoto values served, as 00:00 of that day in the configured time zone.", "corp"),
 
+		retain: [3]retainDescs{
+			wechat.Daily:   newRetainDescs("daily", "day"),
+			wechat.Weekly:  newRetainDescs("weekly", "week"),
+			wechat.Monthly: newRetainDescs("monthly", "month"),
+		},
+
 		lastSuccess: gauge(selfPrefix+"last_refresh_success",
 			"1 if the target's last refresh succeeded, 0 if it failed.", selfLabels...),
 		lastSuccessTime: gauge(selfPrefix+"last_refresh_success_timestamp_seconds",
@@ -77,6 +105,11 @@ func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range e.wshotoCounts {
 		ch <- d
 	}
+	for _, r := range e.retain {
+		ch <- r.users
+		ch <- r.ratio
+		ch <- r.cohortStart
+	}
 	for _, d := range []*prometheus.Desc{e.wshotoRetention, e.wshotoDate, e.lastSuccess, e.lastSuccessTime, e.refreshErrors, e.requests, e.latency, e.tokenRefreshes} {
 		ch <- d
 	}
@@ -86,8 +119,13 @@ func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 	for _, t := range e.set.Targets() {
 		e.collectSelf(ch, t)
-		if snap := t.Snapshot(); snap != nil && snap.Wshoto != nil {
+		snap := t.Snapshot()
+		switch {
+		case snap == nil:
+		case snap.Wshoto != nil:
 			e.collectWshoto(ch, t.Name, snap.Wshoto)
+		case snap.Miniprogram != nil:
+			e.collectMiniprogram(ch, t.Name, snap.Miniprogram)
 		}
 	}
 }
@@ -128,6 +166,27 @@ func (e *Exporter) collectWshoto(ch chan<- prometheus.Metric, corp string, w *st
 		for j, n := range r.Retention {
 			if n.Valid {
 				ch <- prometheus.MustNewConstMetric(e.wshotoRetention, prometheus.GaugeValue, n.Value, corp, r.TagID, r.TagName, wshoto.RetentionWindows[j])
+			}
+		}
+	}
+}
+
+func (e *Exporter) collectMiniprogram(ch chan<- prometheus.Metric, app string, m *state.Miniprogram) {
+	for kind, keys := range m.Retain {
+		d := e.retain[kind]
+		for _, k := range keys {
+			key := strconv.Itoa(k.Key)
+			ch <- prometheus.MustNewConstMetric(d.cohortStart, prometheus.GaugeValue, unixSeconds(k.CohortStart), app, m.AppID, key)
+			for _, c := range []struct {
+				cohort     string
+				val, ratio state.Value
+			}{{"new", k.New, k.NewRatio}, {"active", k.Active, k.ActiveRatio}} {
+				if c.val.Valid {
+					ch <- prometheus.MustNewConstMetric(d.users, prometheus.GaugeValue, c.val.V, app, m.AppID, c.cohort, key)
+				}
+				if c.ratio.Valid {
+					ch <- prometheus.MustNewConstMetric(d.ratio, prometheus.GaugeValue, c.ratio.V, app, m.AppID, c.cohort, key)
+				}
 			}
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/wechat-retention/wechat_retention_exporter/config"
 	"github.com/wechat-retention/wechat_retention_exporter/scheduler"
 	"github.com/wechat-retention/wechat_retention_exporter/state"
+	"github.com/wechat-retention/wechat_retention_exporter/upstream/wechat"
 	"github.com/wechat-retention/wechat_retention_exporter/upstream/wshoto"
 )
 
@@ -52,6 +53,35 @@ func Units(cfg *config.Config, d Deps) ([]scheduler.Unit, error) {
 			Target: t,
 			Job: &WshotoJob{Client: client, TagIDs: tc.TagIDs, Location: loc,
 				LookbackDays: tc.LookbackDays, Target: t, Logger: logger},
+			Policy:      d.policy(time.Duration(tc.PollInterval)),
+			Logger:      logger,
+			Fingerprint: fingerprint(cfg.Global.Timezone, tc, tc.Secret()),
+		})
+	}
+	for _, tc := range cfg.WechatMiniprogram {
+		t := d.target(state.SourceMiniprogram, tc.Name, loc)
+		hc, err := d.httpClient(state.SourceMiniprogram+"/"+tc.Name, tc.HTTPClient, time.Duration(tc.Timeout))
+		if err != nil {
+			return nil, fmt.Errorf("wechat_miniprogram %s: %w", tc.Name, err)
+		}
+		client, err := wechat.New(wechat.Options{
+			BaseURL: tc.BaseURL, AppID: tc.AppID, Secret: tc.Secret(), Mode: wechat.TokenMode(tc.Token),
+			TokenFile: tc.AccessTokenFile, HTTP: hc, RateLimit: tc.RateLimit, Observer: t, Location: loc,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("wechat_miniprogram %s: %w", tc.Name, err)
+		}
+		var kinds []wechat.Kind
+		for _, r := range tc.Retain {
+			if k, ok := wechat.ParseKind(r); ok {
+				kinds = append(kinds, k)
+			}
+		}
+		logger := d.Logger.With("upstream", state.SourceMiniprogram, "target", tc.Name)
+		units = append(units, scheduler.Unit{
+			Target: t,
+			Job: &MiniprogramJob{Client: client, AppID: tc.AppID, Kinds: kinds, Location: loc,
+				Target: t, Logger: logger},
 			Policy:      d.policy(time.Duration(tc.PollInterval)),
 			Logger:      logger,
 			Fingerprint: fingerprint(cfg.Global.Timezone, tc, tc.Secret()),

@@ -25,7 +25,31 @@ const (
 
 // Snapshot is the immutable data a target serves. Exactly one field is set.
 type Snapshot struct {
-	Wshoto *Wshoto
+	Wshoto      *Wshoto
+	Miniprogram *Miniprogram
+}
+
+// Miniprogram is the retention a mini-program serves, per retain kind
+// (indexed by wechat.Kind; nil for kinds not enabled or not yet fetched).
+type Miniprogram struct {
+	AppID  string
+	Retain [3][]RetainKey
+}
+
+// RetainKey is one key of a retain kind, from the newest cohort that has it.
+type RetainKey struct {
+	Key         int
+	CohortStart time.Time // 00:00 of the cohort period's first day
+	// New and Active users (visit_uv_new, visit_uv), and their ratio to
+	// key 0 of the same cohort (never for key 0).
+	New, Active           Value
+	NewRatio, ActiveRatio Value
+}
+
+// Value is a number that may be absent.
+type Value struct {
+	V     float64
+	Valid bool
 }
 
 // Wshoto is one data day of a wshoto corp.

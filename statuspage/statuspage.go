@@ -5,6 +5,7 @@ package statuspage
 import (
 	"html/template"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/wechat-retention/wechat_retention_exporter/state"
@@ -70,6 +71,8 @@ func Handler(set *state.Set, loc func() *time.Location) http.Handler {
 			}
 			if snap := t.Snapshot(); snap != nil && snap.Wshoto != nil {
 				r.DataDay = snap.Wshoto.Date.String()
+			} else if snap != nil && snap.Miniprogram != nil {
+				r.DataDay = newestCohorts(snap.Miniprogram, zone)
 			}
 			rows = append(rows, r)
 		}
@@ -79,4 +82,21 @@ func Handler(set *state.Set, loc func() *time.Location) http.Handler {
 			Rows []row
 		}{zone.String(), rows})
 	})
+}
+
+// newestCohorts names the newest cohort served per retain kind.
+func newestCohorts(m *state.Miniprogram, loc *time.Location) string {
+	names := [3]string{"daily", "weekly", "monthly"}
+	var parts []string
+	for kind, keys := range m.Retain {
+		for _, k := range keys {
+			if k.Key == 0 {
+				parts = append(parts, names[kind]+" "+k.CohortStart.In(loc).Format(time.DateOnly))
+			}
+		}
+	}
+	if len(parts) == 0 {
+		return "none yet"
+	}
+	return strings.Join(parts, ", ")
 }

@@ -178,8 +178,8 @@ func (s *Server) serveClassic(w http.ResponseWriter, r *http.Request, c Call) {
 	s.mu.Lock()
 	// Each call replaces the token; the previous one lives 5 more minutes.
 	s.oldCls = s.classic
-	if s.oldCls.value != "" {
-		s.oldCls.expires = min(s.oldCls.expires, now.Add(classicOverlap))
+	if end := now.Add(classicOverlap); s.oldCls.value != "" && end.Before(s.oldCls.expires) {
+		s.oldCls.expires = end
 	}
 	s.classic = s.newToken("classic", now)
 	t := s.classic

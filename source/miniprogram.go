@@ -1,0 +1,201 @@
+package source
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/wechat-retention/wechat_retention_exporter/calendar"
+	"github.com/wechat-retention/wechat_retention_exporter/scheduler"
+	"github.com/wechat-retention/wechat_retention_exporter/state"
+	"github.com/wechat-retention/wechat_retention_exporter/upstream/apicall"
+	"github.com/wechat-retention/wechat_retention_exporter/upstream/wechat"
+)
+
+// RetainFetcher is the part of the wechat client a job needs.
+type RetainFetcher interface {
+	Retain(ctx context.Context, k wechat.Kind, start calendar.Date) (wechat.Retain, error)
+}
+
+// MiniprogramJob refreshes one mini-program's retention.
+//
+// A cohort period's key k is published only once k more periods have
+// ended, so the newest complete period carries key 0 alone. Key k is served
+// from cohort P_k (k periods before the newest complete one, P_0) when it
+// is published, else from the newest older cohort that has it. Answers are
+// kept in memory: a cohort is fetched again only when the key it must
+// supply is missing from what was kept, so a matured cohort is never
+// fetched twice.
+type MiniprogramJob struct {
+	Client   RetainFetcher
+	AppID    string
+	Kinds    []wechat.Kind
+	Location *time.Location
+	Target   *state.Target
+	Logger   *slog.Logger
+
+	cohorts [3]map[calendar.Date]wechat.Retain
+	blocked [3]time.Time // no calls to that API before (daily quota reached)
+	fetched int          // answers with data in the current refresh
+}
+
+// Refresh brings every enabled kind up to date, publishes what it has,
+// and returns the first error after trying every kind.
+func (j *MiniprogramJob) Refresh(ctx context.Context) (scheduler.Outcome, error) {
+	now := time.Now()
+	out := scheduler.Outcome{Current: true}
+	var firstErr error
+	j.fetched = 0
+	for _, k := range j.Kinds {
+		if next := k.Period().NextBoundary(now, j.Location); out.NextData.IsZero() || next.Before(out.NextData) {
+			out.NextData = next
+		}
+		if now.Before(j.blocked[k]) {
+			out.Current = false
+			continue
+		}
+		current, err := j.refreshKind(ctx, k, now)
+		if err != nil {
+			out.Current = false
+			if e, ok := apicall.AsError(err); ok && e.Reason == apicall.ReasonQuota && !e.RetryAfter.IsZero() && e.RetryAfter.Sub(now) > time.Hour {
+				// 45009 stops this API only: the other kinds go on.
+				j.blocked[k] = e.RetryAfter
+				cp := *e
+				cp.RetryAfter = time.Time{}
+				err = &cp
+			}
+			if firstErr == nil {
+				firstErr = err
+			}
+			if ctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		out.Current = out.Current && current
+	}
+	j.publish()
+	if j.fetched > 0 {
+		j.Logger.Info("refreshed", "cohorts_fetched", j.fetched, "current", out.Current)
+	}
+	return out, firstErr
+}
+
+func (j *MiniprogramJob) fetch(ctx context.Context, k wechat.Kind, start calendar.Date) (wechat.Retain, error) {
+	if j.cohorts[k] == nil {
+		j.cohorts[k] = map[calendar.Date]wechat.Retain{}
+	}
+	r, err := j.Client.Retain(ctx, k, start)
+	if err != nil {
+		return r, err
+	}
+	if !r.Empty() {
+		j.cohorts[k][start] = r
+		j.fetched++
+	}
+	return r, nil
+}
+
+// refreshKind fetches what kind k lacks and reports whether every key now
+// comes from its own cohort P_k.
+func (j *MiniprogramJob) refreshKind(ctx context.Context, k wechat.Kind, now time.Time) (bool, error) {
+	p := k.Period()
+	latest := p.LatestComplete(now, j.Location)
+	keys := k.Keys()
+	current := true
+	// Fresh keys, ascending. They are published together when a period
+	// ends, so the first one missing means "not yet": stop there.
+	for _, key := range keys {
+		start := p.Add(latest, -key)
+		if c, ok := j.cohorts[k][start]; ok && c.Has(key) {
+			continue
+		}
+		r, err := j.fetch(ctx, k, start)
+		if err != nil {
+			return false, err
+		}
+		if !r.Has(key) {
+			j.Logger.Debug("retain key not published yet", "retain", k, "cohort", start, "key", key)
+			current = false
+			break
+		}
+	}
+	// Fallbacks: a key whose own cohort lacks it comes from the cohort
+	// before, which has matured past it (needed after a start, or when the
+	// walk above stopped early).
+	for _, key := range keys {
+		start := p.Add(latest, -key)
+		if j.newestWith(k, key, start) != nil {
+			continue
+		}
+		if _, err := j.fetch(ctx, k, p.Add(start, -1)); err != nil {
+			return false, err
+		}
+	}
+	// Forget cohorts no key can come from any more.
+	oldest := p.Add(latest, -keys[len(keys)-1]-1)
+	for start := range j.cohorts[k] {
+		if start.Before(oldest) {
+			delete(j.cohorts[k], start)
+		}
+	}
+	return current, nil
+}
+
+// newestWith returns the start of the newest cohort at or before from
+// (and within the kept ones) that has key, or nil.
+func (j *MiniprogramJob) newestWith(k wechat.Kind, key int, from calendar.Date) *calendar.Date {
+	var best *calendar.Date
+	for start, r := range j.cohorts[k] {
+		if !start.After(from) && r.Has(key) && (best == nil || start.After(*best)) {
+			s := start
+			best = &s
+		}
+	}
+	return best
+}
+
+// publish builds the snapshot from the kept cohorts.
+func (j *MiniprogramJob) publish() {
+	snap := &state.Miniprogram{AppID: j.AppID}
+	if old := j.Target.Snapshot(); old != nil && old.Miniprogram != nil {
+		snap.Retain = old.Miniprogram.Retain
+	}
+	for _, k := range j.Kinds {
+		var newest calendar.Date
+		for start := range j.cohorts[k] {
+			if start.After(newest) {
+				newest = start
+			}
+		}
+		if newest.IsZero() {
+			continue // nothing fetched yet: keep what was served
+		}
+		var keys []state.RetainKey
+		for _, key := range k.Keys() {
+			start := j.newestWith(k, key, newest)
+			if start == nil {
+				continue
+			}
+			r := j.cohorts[k][*start]
+			rk := state.RetainKey{Key: key, CohortStart: start.Start(j.Location)}
+			rk.New, rk.NewRatio = valueAndRatio(r.New, key)
+			rk.Active, rk.ActiveRatio = valueAndRatio(r.Active, key)
+			keys = append(keys, rk)
+		}
+		snap.Retain[k] = keys
+	}
+	j.Target.Publish(&state.Snapshot{Miniprogram: snap})
+}
+
+func valueAndRatio(m map[int]float64, key int) (state.Value, state.Value) {
+	v, ok := m[key]
+	if !ok {
+		return state.Value{}, state.Value{}
+	}
+	val := state.Value{V: v, Valid: true}
+	if base, ok := m[0]; key > 0 && ok && base > 0 {
+		return val, state.Value{V: v / base, Valid: true}
+	}
+	return val, state.Value{}
+}
