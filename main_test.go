@@ -144,10 +144,15 @@ func TestDemo(t *testing.T) {
 	p := start(t, "--demo")
 	body := p.waitFor(t, "/metrics", 10*time.Second, has(`wshoto_group_customers{corp="demo-corp",tag_id="etMNcGDQAAbj0PNq",tag_name="高意向客户"}`))
 	t.Logf("demo served wshoto metrics after %s", time.Since(began).Round(time.Millisecond))
-	promtoolCheck(t, body)
-	if code, _ := p.get(t, "/-/ready"); code != 200 {
-		t.Errorf("/-/ready = %d after the first refresh", code)
+	p.waitFor(t, "/-/ready", 10*time.Second, func(code int, _ string) bool { return code == 200 })
+	body = p.waitFor(t, "/metrics", 10*time.Second, has(`wechat_miniprogram_weekly_retain_users{app="demo-shop",appid="wxd0e1m2o3a4p5p6i7",cohort="new",key="4"}`))
+	t.Logf("demo served both sources after %s", time.Since(began).Round(time.Millisecond))
+	for _, name := range []string{"wechat_miniprogram_daily_retain_ratio", "wechat_miniprogram_monthly_retain_cohort_start_timestamp_seconds"} {
+		if !strings.Contains(body, name+"{") {
+			t.Errorf("demo lacks %s", name)
+		}
 	}
+	promtoolCheck(t, body)
 	if code, _ := p.get(t, "/-/healthy"); code != 200 {
 		t.Errorf("/-/healthy = %d", code)
 	}
@@ -156,7 +161,7 @@ func TestDemo(t *testing.T) {
 		t.Errorf("landing page lacks links:\n%s", landing)
 	}
 	_, status := p.get(t, "/status")
-	if !strings.Contains(status, "<td>demo-corp</td>") || !strings.Contains(status, `class="ok">success`) {
+	if !strings.Contains(status, "<td>demo-corp</td>") || !strings.Contains(status, "<td>demo-shop</td>") || !strings.Contains(status, `class="ok">success`) {
 		t.Errorf("status page lacks the target row:\n%s", status)
 	}
 	if code, _ := p.get(t, "/-/reload"); code != http.StatusMethodNotAllowed {
