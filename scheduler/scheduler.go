@@ -22,6 +22,9 @@ type Outcome struct {
 	Current bool
 	// NextData is the earliest moment newer data can exist.
 	NextData time.Time
+	// NotBefore, when not Current, is the earliest moment the missing data
+	// can be published: polling starts then rather than at once.
+	NotBefore time.Time
 }
 
 // Job refreshes one target's snapshot. It returns an error only when the
@@ -79,6 +82,9 @@ func (p Policy) next(now time.Time, out Outcome, err error, failures int) time.D
 	}
 	if out.Current && out.NextData.After(now) {
 		return out.NextData.Sub(now) + time.Duration(p.rand()*float64(p.Spread))
+	}
+	if !out.Current && out.NotBefore.After(now) {
+		return out.NotBefore.Sub(now) + time.Duration(p.rand()*float64(p.Spread))
 	}
 	return time.Duration(float64(p.PollInterval) * (0.8 + 0.4*p.rand()))
 }

@@ -47,11 +47,21 @@ func (j *MiniprogramJob) Refresh(ctx context.Context) (scheduler.Outcome, error)
 	var firstErr error
 	j.fetched = 0
 	for _, k := range j.Kinds {
-		if next := k.Period().NextBoundary(now, j.Location); out.NextData.IsZero() || next.Before(out.NextData) {
+		// New data of a kind cannot appear before 08:00 after its period ends.
+		if next := k.Period().NextBoundary(now, j.Location).Add(wechat.PublishNotBefore); out.NextData.IsZero() || next.Before(out.NextData) {
 			out.NextData = next
 		}
 		if now.Before(j.blocked[k]) {
 			out.Current = false
+			continue
+		}
+		if notBefore := j.notBefore(k, now); now.Before(notBefore) && j.hasAll(k, now) {
+			// The previous period is complete and the new one cannot be
+			// published yet: no call.
+			out.Current = false
+			if out.NotBefore.IsZero() || notBefore.Before(out.NotBefore) {
+				out.NotBefore = notBefore
+			}
 			continue
 		}
 		current, err := j.refreshKind(ctx, k, now)
@@ -79,6 +89,26 @@ func (j *MiniprogramJob) Refresh(ctx context.Context) (scheduler.Outcome, error)
 		j.Logger.Info("refreshed", "cohorts_fetched", j.fetched, "current", out.Current)
 	}
 	return out, firstErr
+}
+
+// notBefore is when the newest complete period of k can first be published.
+func (j *MiniprogramJob) notBefore(k wechat.Kind, now time.Time) time.Time {
+	p := k.Period()
+	return p.Add(p.LatestComplete(now, j.Location), 1).Start(j.Location).Add(wechat.PublishNotBefore)
+}
+
+// hasAll reports whether every key of k is served from its own cohort as
+// of the period before the newest complete one: all there is until the
+// newest is published.
+func (j *MiniprogramJob) hasAll(k wechat.Kind, now time.Time) bool {
+	p := k.Period()
+	prev := p.Add(p.LatestComplete(now, j.Location), -1)
+	for _, key := range k.Keys() {
+		if c, ok := j.cohorts[k][p.Add(prev, -key)]; !ok || !c.Has(key) {
+			return false
+		}
+	}
+	return true
 }
 
 func (j *MiniprogramJob) fetch(ctx context.Context, k wechat.Kind, start calendar.Date) (wechat.Retain, error) {

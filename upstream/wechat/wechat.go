@@ -32,6 +32,10 @@ const (
 
 	// DateLayout is the APIs' yyyymmdd.
 	DateLayout = "20060102"
+
+	// PublishNotBefore is how long after a period ends its data can first
+	// appear: the official guidance is to ask after 08:00 China time.
+	PublishNotBefore = 8 * time.Hour
 )
 
 // Kind is one of the three retain APIs.

@@ -260,9 +260,12 @@ func fnv32(s string) uint32 {
 func DemoRecord(t Tag, d calendar.Date) map[string]any {
 	h := fnv32(t.ID)
 	base := 300 + float64(h%2000)
-	day := float64(d.DaysSince(calendar.Date{Year: 2024, Month: 1, Day: 1}))
+	day := float64(d.DaysSince(calendar.Date{Year: 2000, Month: 1, Day: 1}) % 3650)
+	if day < 0 {
+		day += 3650
+	}
 	weekly := math.Sin(2 * math.Pi * math.Mod(day, 7) / 7)
-	customers := math.Round(base + day*float64(h%5+1)*0.8 + 25*weekly)
+	customers := math.Round(base + day*float64(h%5+1)*0.3 + 25*weekly)
 	joined := math.Round(base/20 + 6*weekly + 6)
 	left := math.Round(base/60 + 2*math.Cos(day))
 	rate := func(x float64) string { return strconv.FormatFloat(math.Round(x*10000)/10000, 'f', 4, 64) }
