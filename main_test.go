@@ -142,10 +142,10 @@ func promtoolCheck(t *testing.T, exposition string) {
 func TestDemo(t *testing.T) {
 	began := time.Now()
 	p := start(t, "--demo")
-	body := p.waitFor(t, "/metrics", 10*time.Second, has(`wshoto_group_customers{corp="demo-corp",tag_id="etMNcGDQAAbj0PNq",tag_name="高意向客户"}`))
+	p.waitFor(t, "/metrics", 10*time.Second, has(`wshoto_group_customers{corp="demo-corp",tag_id="etMNcGDQAAbj0PNq",tag_name="高意向客户"}`))
 	t.Logf("demo served wshoto metrics after %s", time.Since(began).Round(time.Millisecond))
 	p.waitFor(t, "/-/ready", 10*time.Second, func(code int, _ string) bool { return code == 200 })
-	body = p.waitFor(t, "/metrics", 10*time.Second, has(`wechat_miniprogram_weekly_retain_users{app="demo-shop",appid="wxd0e1m2o3a4p5p6i7",cohort="new",key="4"}`))
+	body := p.waitFor(t, "/metrics", 10*time.Second, has(`wechat_miniprogram_weekly_retain_users{app="demo-shop",appid="wxd0e1m2o3a4p5p6i7",cohort="new",key="4"}`))
 	t.Logf("demo served both sources after %s", time.Since(began).Round(time.Millisecond))
 	for _, name := range []string{"wechat_miniprogram_daily_retain_ratio", "wechat_miniprogram_monthly_retain_cohort_start_timestamp_seconds"} {
 		if !strings.Contains(body, name+"{") {

@@ -414,8 +414,11 @@ func (c *Client) withToken(ctx context.Context, call func(token string) error) e
 	if tok, err = c.fetchToken(ctx, false, tok); err != nil {
 		return err
 	}
-	if err = call(tok); !IsTokenError(err) || c.opts.Mode != TokenStable {
+	if err = call(tok); !IsTokenError(err) {
 		return err
+	}
+	if c.opts.Mode != TokenStable {
+		return tokenRejected(err, "a freshly fetched token was rejected too")
 	}
 	if !c.forceAllowed() {
 		return tokenRejected(err, "stable token rejected twice; force refresh budget (20 a day, 30 s apart) spent")
@@ -423,7 +426,10 @@ func (c *Client) withToken(ctx context.Context, call func(token string) error) e
 	if tok, err = c.fetchToken(ctx, true, tok); err != nil {
 		return err
 	}
-	return call(tok)
+	if err = call(tok); IsTokenError(err) {
+		return tokenRejected(err, "rejected even after a forced refresh")
+	}
+	return err
 }
 
 func tokenRejected(err error, why string) error {
