@@ -9,12 +9,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/wechat-retention/wechat_retention_exporter/calendar"
+	"github.com/wechat-retention/wechat_retention_exporter/upstream/wechat"
+	"github.com/wechat-retention/wechat_retention_exporter/upstream/wechattest"
 	"github.com/wechat-retention/wechat_retention_exporter/upstream/wshoto"
 	"github.com/wechat-retention/wechat_retention_exporter/upstream/wshototest"
 )
@@ -206,6 +209,7 @@ func TestShippedExampleIsValid(t *testing.T) {
 	secret := filepath.Join(dir, "secret")
 	_ = os.WriteFile(secret, []byte("x\n"), 0o600)
 	yml := strings.ReplaceAll(string(b), "/etc/wechat_retention_exporter/wshoto_acme.secret", secret)
+	yml = strings.ReplaceAll(yml, "/etc/wechat_retention_exporter/shop.secret", secret)
 	file := filepath.Join(dir, "exporter.yml")
 	_ = os.WriteFile(file, []byte(yml), 0o600)
 	if out, err := exec.Command(binary, "check-config", "--config.file="+file).CombinedOutput(); err != nil {
@@ -303,8 +307,9 @@ func TestConfigFileReloadAndShutdown(t *testing.T) {
 	}
 }
 
+// formatFloat formats v as the text exposition does.
 func formatFloat(v float64) string {
-	return strings.Replace(fmt.Sprintf("%g", v), "e+0", "e+0", 1)
+	return strconv.FormatFloat(v, 'g', -1, 64)
 }
 
 func grep(body, pattern string) string {
@@ -318,4 +323,67 @@ func grep(body, pattern string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// The binary pointed at the WeChat fake on a loopback port serves exactly
+// its numbers: weekly keys 0-4 each from the right cohort week, ratios,
+// cohort starts, and daily keys with retain: [weekly, daily].
+func TestMiniprogramAgainstFake(t *testing.T) {
+	f := wechattest.New("wxfeedface12345678", "mp-secret-987")
+	srv := f.Start()
+	defer srv.Close()
+	dir := t.TempDir()
+	cfgFile := filepath.Join(dir, "exporter.yml")
+	_ = os.WriteFile(filepath.Join(dir, "mp.secret"), []byte("mp-secret-987"), 0o600)
+	_ = os.WriteFile(cfgFile, []byte(fmt.Sprintf(`wechat_miniprogram:
+  - name: shop
+    base_url: %s
+    appid: wxfeedface12345678
+    secret_file: mp.secret
+    retain: [weekly, daily]
+`, srv.URL)), 0o600)
+	p := start(t, "--config.file="+cfgFile)
+	body := p.waitFor(t, "/metrics", 15*time.Second, has(`wechat_miniprogram_daily_retain_users{app="shop",appid="wxfeedface12345678",cohort="active",key="30"}`))
+	now := time.Now()
+	lines := map[string]bool{}
+	for _, l := range strings.Split(body, "\n") {
+		lines[l] = true
+	}
+	check := func(kind wechat.Kind, keys []int) {
+		p := kind.Period()
+		latest := p.LatestComplete(now, f.Location)
+		for _, key := range keys {
+			cohort := p.Add(latest, -key)
+			for _, c := range []struct {
+				name   string
+				active bool
+			}{{"new", false}, {"active", true}} {
+				v := wechattest.DemoValue(f.AppID, kind, cohort, key, c.active)
+				want := fmt.Sprintf(`wechat_miniprogram_%s_retain_users{app="shop",appid="wxfeedface12345678",cohort=%q,key="%d"} %s`, kind, c.name, key, formatFloat(v))
+				if !lines[want] {
+					t.Errorf("missing %s", want)
+				}
+				if key > 0 {
+					ratio := v / wechattest.DemoValue(f.AppID, kind, cohort, 0, c.active)
+					want := fmt.Sprintf(`wechat_miniprogram_%s_retain_ratio{app="shop",appid="wxfeedface12345678",cohort=%q,key="%d"} %s`, kind, c.name, key, formatFloat(ratio))
+					if !lines[want] {
+						t.Errorf("missing %s", want)
+					}
+				}
+			}
+			start := fmt.Sprintf(`wechat_miniprogram_%s_retain_cohort_start_timestamp_seconds{app="shop",appid="wxfeedface12345678",key="%d"} %s`, kind, key, formatFloat(float64(cohort.Start(f.Location).Unix())))
+			if !lines[start] {
+				t.Errorf("missing %s", start)
+			}
+		}
+	}
+	check(wechat.Weekly, []int{0, 1, 2, 3, 4})
+	check(wechat.Daily, []int{0, 1, 2, 3, 4, 5, 6, 7, 14, 30})
+	if strings.Contains(body, "wechat_miniprogram_monthly_") {
+		t.Error("monthly served without being enabled")
+	}
+	if n := f.CallCount(wechat.ClassicTokenPath); n != 0 {
+		t.Errorf("token: stable called /cgi-bin/token %d times", n)
+	}
+	promtoolCheck(t, body)
 }
