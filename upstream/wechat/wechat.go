@@ -148,16 +148,14 @@ const (
 
 // Client calls the datacube for one mini-program; safe for concurrent use.
 type Client struct {
-	opts     Options
-	base     *url.URL
-	caller   *apicall.Caller
-	observer apicall.Observer
+	opts   Options
+	base   *url.URL
+	caller *apicall.Caller
+	tokens apicall.TokenCache
 
-	sem    chan struct{} // one token fetch in flight
-	mu     sync.Mutex
-	token  string
-	expiry time.Time
-	forces []time.Time // force refreshes today
+	mu        sync.Mutex
+	fileToken string      // last read from access_token_file, for redaction
+	forces    []time.Time // force refreshes today
 }
 
 // New validates opts and returns a client.
@@ -190,7 +188,9 @@ func New(opts Options) (*Client, error) {
 	if opts.Location == nil {
 		opts.Location = time.UTC
 	}
-	c := &Client{opts: opts, base: u, observer: opts.Observer, sem: make(chan struct{}, 1)}
+	c := &Client{opts: opts, base: u}
+	c.tokens.Fetch = func(ctx context.Context) (apicall.Token, error) { return c.fetchToken(ctx, false) }
+	c.tokens.Observer = opts.Observer
 	c.caller = &apicall.Caller{HTTP: opts.HTTP, Limiter: apicall.NewLimiter(opts.RateLimit),
 		Observer: opts.Observer, MaxBody: opts.MaxBody, Secrets: c.secrets}
 	return c, nil
@@ -199,7 +199,7 @@ func New(opts Options) (*Client, error) {
 func (c *Client) secrets() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return []string{c.opts.Secret, c.token}
+	return []string{c.opts.Secret, c.tokens.Current(), c.fileToken}
 }
 
 func (c *Client) endpointURL(path string, q url.Values) string {
@@ -276,18 +276,12 @@ type tokenAnswer struct {
 }
 
 // accessToken returns a usable token: from the file in file mode, else the
-// cached one or a fresh fetch (one in flight at a time).
+// cached one or a fresh fetch.
 func (c *Client) accessToken(ctx context.Context) (string, error) {
 	if c.opts.Mode == TokenFile {
 		return c.readTokenFile()
 	}
-	c.mu.Lock()
-	tok, exp := c.token, c.expiry
-	c.mu.Unlock()
-	if tok != "" && time.Now().Before(exp) {
-		return tok, nil
-	}
-	return c.fetchToken(ctx, false, tok)
+	return c.tokens.Get(ctx)
 }
 
 func (c *Client) readTokenFile() (string, error) {
@@ -301,29 +295,15 @@ func (c *Client) readTokenFile() (string, error) {
 			Msg: fmt.Sprintf("reading access_token_file: %v", errors.Unwrap(err))}
 	}
 	c.mu.Lock()
-	c.token = tok
+	c.fileToken = tok
 	c.mu.Unlock()
 	return tok, nil
 }
 
-// fetchToken fetches a token unless another caller replaced stale while
-// this one waited. force asks the stable endpoint for a new token.
-func (c *Client) fetchToken(ctx context.Context, force bool, stale string) (string, error) {
-	select {
-	case c.sem <- struct{}{}:
-	case <-ctx.Done():
-		return "", ctx.Err()
-	}
-	defer func() { <-c.sem }()
-	c.mu.Lock()
-	tok, exp := c.token, c.expiry
-	c.mu.Unlock()
-	if tok != "" && tok != stale && time.Now().Before(exp) {
-		return tok, nil
-	}
-
+// fetchToken asks the token endpoint of the configured mode for a token;
+// force asks the stable endpoint to issue a new one.
+func (c *Client) fetchToken(ctx context.Context, force bool) (apicall.Token, error) {
 	var ans tokenAnswer
-	now := time.Now()
 	endpoint := "stable_token"
 	newReq := func(ctx context.Context) (*http.Request, error) {
 		body, _ := json.Marshal(map[string]any{"grant_type": "client_credential", "appid": c.opts.AppID, "secret": c.opts.Secret, "force_refresh": force})
@@ -352,23 +332,13 @@ func (c *Client) fetchToken(ctx context.Context, force bool, stale string) (stri
 		}
 		return nil
 	})
-	if ctx.Err() != nil {
-		return "", ctx.Err()
-	}
-	if c.observer != nil {
-		c.observer.ObserveTokenRefresh(err == nil)
-	}
 	if err != nil {
 		if e, ok := apicall.AsError(err); ok && e.APICode != 0 && e.Reason == apicall.ReasonAPIError {
 			e.Reason = apicall.ReasonToken
 		}
-		return "", err
+		return apicall.Token{}, err
 	}
-	ttl := time.Duration(ans.ExpiresIn) * time.Second
-	c.mu.Lock()
-	c.token, c.expiry = ans.AccessToken, now.Add(ttl-min(5*time.Minute, ttl/10))
-	c.mu.Unlock()
-	return ans.AccessToken, nil
+	return apicall.Token{Value: ans.AccessToken, TTL: time.Duration(ans.ExpiresIn) * time.Second}, nil
 }
 
 // forceAllowed spends one of the stable endpoint's force refreshes if the
@@ -411,7 +381,7 @@ func (c *Client) withToken(ctx context.Context, call func(token string) error) e
 		}
 		return call(fresh)
 	}
-	if tok, err = c.fetchToken(ctx, false, tok); err != nil {
+	if tok, err = c.tokens.Renew(ctx, tok); err != nil {
 		return err
 	}
 	if err = call(tok); !IsTokenError(err) {
@@ -423,7 +393,8 @@ func (c *Client) withToken(ctx context.Context, call func(token string) error) e
 	if !c.forceAllowed() {
 		return tokenRejected(err, "stable token rejected twice; force refresh budget (20 a day, 30 s apart) spent")
 	}
-	if tok, err = c.fetchToken(ctx, true, tok); err != nil {
+	force := func(ctx context.Context) (apicall.Token, error) { return c.fetchToken(ctx, true) }
+	if tok, err = c.tokens.RenewWith(ctx, tok, force); err != nil {
 		return err
 	}
 	if err = call(tok); IsTokenError(err) {

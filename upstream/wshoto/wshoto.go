@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/wechat-retention/wechat_retention_exporter/calendar"
@@ -162,12 +161,7 @@ type Client struct {
 	pageSize  int
 	batchSize int
 	caller    *apicall.Caller
-	observer  apicall.Observer
-
-	sem    chan struct{} // one token fetch in flight
-	mu     sync.Mutex
-	token  string
-	expiry time.Time
+	tokens    apicall.TokenCache
 }
 
 // New validates opts and returns a client.
@@ -194,9 +188,8 @@ func New(opts Options) (*Client, error) {
 	c := &Client{
 		base: u, appID: opts.AppID, secret: opts.AppSecret,
 		pageSize: opts.PageSize, batchSize: opts.BatchSize,
-		observer: opts.Observer,
-		sem:      make(chan struct{}, 1),
 	}
+	c.tokens.Fetch, c.tokens.Observer = c.fetchToken, opts.Observer
 	c.caller = &apicall.Caller{
 		HTTP: opts.HTTP, Limiter: apicall.NewLimiter(opts.RateLimit),
 		Observer: opts.Observer, MaxBody: opts.MaxBody, Secrets: c.secrets,
@@ -205,9 +198,7 @@ func New(opts Options) (*Client, error) {
 }
 
 func (c *Client) secrets() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return []string{c.secret, c.token}
+	return []string{c.secret, c.tokens.Current()}
 }
 
 func (c *Client) endpointURL(path string, q url.Values) string {
@@ -217,35 +208,8 @@ func (c *Client) endpointURL(path string, q url.Values) string {
 	return u.String()
 }
 
-// tokenMargin is how long before its expiry a token is replaced.
-func tokenMargin(ttl time.Duration) time.Duration {
-	return min(5*time.Minute, ttl/10)
-}
-
-// accessToken returns the cached token or fetches one; one fetch is in
-// flight at a time and waiters reuse its result.
-func (c *Client) accessToken(ctx context.Context) (string, error) {
-	c.mu.Lock()
-	tok, exp := c.token, c.expiry
-	c.mu.Unlock()
-	if tok != "" && time.Now().Before(exp) {
-		return tok, nil
-	}
-	select {
-	case c.sem <- struct{}{}:
-	case <-ctx.Done():
-		return "", ctx.Err()
-	}
-	defer func() { <-c.sem }()
-	c.mu.Lock()
-	tok, exp = c.token, c.expiry
-	c.mu.Unlock()
-	if tok != "" && time.Now().Before(exp) {
-		return tok, nil // fetched by the caller we waited for
-	}
-
+func (c *Client) fetchToken(ctx context.Context) (apicall.Token, error) {
 	var td tokenData
-	now := time.Now()
 	err := c.caller.Do(ctx, TokenEndpoint, func(ctx context.Context) (*http.Request, error) {
 		q := url.Values{"appid": {c.appID}, "app_secret": {c.secret}}
 		return http.NewRequestWithContext(ctx, http.MethodGet, c.endpointURL(TokenPath, q), nil)
@@ -260,45 +224,18 @@ func (c *Client) accessToken(ctx context.Context) (string, error) {
 		td = env.Data
 		return nil
 	})
-	if ctx.Err() != nil {
-		return "", ctx.Err()
-	}
-	if c.observer != nil {
-		c.observer.ObserveTokenRefresh(err == nil)
-	}
 	if err != nil {
 		if e, ok := apicall.AsError(err); ok && e.APICode != 0 {
 			e.Reason = apicall.ReasonToken
 			e.Msg = "fetching access token: " + e.Msg
 		}
-		return "", err
+		return apicall.Token{}, err
 	}
-	ttl := time.Duration(td.ExpiresIn) * time.Second
-	expiry := now.Add(ttl)
-	// A repeated call within the validity returns the same token with its
-	// original create_at: count from then.
-	if created := time.Unix(td.CreateAt, 0); td.CreateAt > 0 && created.Before(now) && created.Add(ttl).After(now) {
-		expiry = created.Add(ttl)
+	t := apicall.Token{Value: td.AccessToken, TTL: time.Duration(td.ExpiresIn) * time.Second}
+	if td.CreateAt > 0 {
+		t.Created = time.Unix(td.CreateAt, 0)
 	}
-	cacheUntil := expiry.Add(-tokenMargin(ttl))
-	if !cacheUntil.After(now) {
-		// The upstream handed back a token near its end: use it to the
-		// end rather than asking again on every call.
-		cacheUntil = expiry
-	}
-	c.mu.Lock()
-	c.token, c.expiry = td.AccessToken, cacheUntil
-	c.mu.Unlock()
-	return td.AccessToken, nil
-}
-
-// invalidate forgets tok if it is still the cached token.
-func (c *Client) invalidate(tok string) {
-	c.mu.Lock()
-	if c.token == tok {
-		c.token, c.expiry = "", time.Time{}
-	}
-	c.mu.Unlock()
+	return t, nil
 }
 
 // tokenCodes are the codes that mean "this access token is not valid":
@@ -322,7 +259,7 @@ func IsTokenError(err error) bool {
 // withToken runs call with a token; when the token is rejected it fetches
 // a new one and runs call once more.
 func (c *Client) withToken(ctx context.Context, call func(token string) error) error {
-	tok, err := c.accessToken(ctx)
+	tok, err := c.tokens.Get(ctx)
 	if err != nil {
 		return err
 	}
@@ -330,8 +267,7 @@ func (c *Client) withToken(ctx context.Context, call func(token string) error) e
 	if !IsTokenError(err) {
 		return err
 	}
-	c.invalidate(tok)
-	if tok, err = c.accessToken(ctx); err != nil {
+	if tok, err = c.tokens.Renew(ctx, tok); err != nil {
 		return err
 	}
 	return call(tok)
