@@ -51,7 +51,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	promslogflag.AddFlags(app, logConfig)
 	app.Version(version.Print(exporterName))
 	app.HelpFlag.Short('h')
-	serveCmd := app.Command("serve", "Serve metrics (the default).").Default()
+	app.Command("serve", "Serve metrics (the default).").Default()
 	checkCmd := app.Command("check-config", "Validate the configuration file, print every problem, exit 1 if there is one.")
 
 	cmd, err := app.Parse(args)
@@ -59,10 +59,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s: %v\n", exporterName, err)
 		return 2
 	}
-	switch cmd {
-	case checkCmd.FullCommand():
+	if cmd == checkCmd.FullCommand() {
 		return checkConfig(*configFile, stdout)
-	case serveCmd.FullCommand():
 	}
 
 	logConfig.Writer = stderr

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -55,26 +56,27 @@ type proc struct {
 	logs *syncBuffer
 }
 
+// syncBuffer collects the exporter's log while tests read it.
 type syncBuffer struct {
-	mu  chan struct{}
+	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
 func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu <- struct{}{}
-	defer func() { <-b.mu }()
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
 func (b *syncBuffer) String() string {
-	b.mu <- struct{}{}
-	defer func() { <-b.mu }()
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	return b.buf.String()
 }
 
 func start(t *testing.T, args ...string) *proc {
 	t.Helper()
-	p := &proc{addr: freeAddr(t), logs: &syncBuffer{mu: make(chan struct{}, 1)}}
+	p := &proc{addr: freeAddr(t), logs: &syncBuffer{}}
 	p.cmd = exec.Command(binary, append(args, "--web.listen-address="+p.addr, "--log.level=debug")...)
 	p.cmd.Stderr = p.logs
 	p.cmd.Dir = t.TempDir()

@@ -5,6 +5,7 @@ package collector
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -66,12 +67,12 @@ func New(set *state.Set) *Exporter {
 	return &Exporter{
 		set: set,
 		wshotoCounts: [6]*prometheus.Desc{
-			gauge("wshoto_group_customers", "Customers in the groups with the tag (total_customer_cnt) on the data day.", wshotoLabels...),
-			gauge("wshoto_group_distinct_customers", "Distinct customers in the groups with the tag (total_distinct_customer_cnt) on the data day.", wshotoLabels...),
-			gauge("wshoto_group_joined_customers", "Customers who joined groups with the tag (total_new_customer_cnt) on the data day.", wshotoLabels...),
-			gauge("wshoto_group_distinct_joined_customers", "Distinct customers who joined groups with the tag (total_distinct_new_customer_cnt) on the data day.", wshotoLabels...),
-			gauge("wshoto_group_left_customers", "Customers who left groups with the tag (total_loss_customer_cnt) on the data day.", wshotoLabels...),
-			gauge("wshoto_group_distinct_left_customers", "Distinct customers who left groups with the tag (total_distinct_loss_customer_cnt) on the data day.", wshotoLabels...),
+			gauge("wshoto_group_customers", "Customers in the groups with the tag (total_customer_cnt, 群客户总数), as reported for the data day.", wshotoLabels...),
+			gauge("wshoto_group_distinct_customers", "Distinct customers in the groups with the tag (total_distinct_customer_cnt), as reported for the data day.", wshotoLabels...),
+			gauge("wshoto_group_joined_customers", "Customers who joined groups with the tag, as the upstream accumulates them (total_new_customer_cnt, 累计入群客户数), reported for the data day.", wshotoLabels...),
+			gauge("wshoto_group_distinct_joined_customers", "Distinct customers who joined groups with the tag, as the upstream accumulates them (total_distinct_new_customer_cnt), reported for the data day.", wshotoLabels...),
+			gauge("wshoto_group_left_customers", "Customers who left groups with the tag, as the upstream accumulates them (total_loss_customer_cnt, 累计退群客户数), reported for the data day.", wshotoLabels...),
+			gauge("wshoto_group_distinct_left_customers", "Distinct customers who left groups with the tag, as the upstream accumulates them (total_distinct_loss_customer_cnt), reported for the data day.", wshotoLabels...),
 		},
 		wshotoRetention: gauge("wshoto_group_customer_retention_ratio",
 			"Share of group customers retained after the window (24h, 7d, 15d, 30d, all), 0-1, on the data day.", append(wshotoLabels[:3:3], "window")...),
@@ -199,6 +200,6 @@ func boolValue(b bool) float64 {
 	return 0
 }
 
-func unixSeconds(t interface{ UnixNano() int64 }) float64 {
+func unixSeconds(t time.Time) float64 {
 	return float64(t.UnixNano()) / 1e9
 }

@@ -148,7 +148,7 @@ func (t *MiniprogramTarget) UnmarshalYAML(unmarshal func(any) error) error {
 	*t = MiniprogramTarget{
 		BaseURL: DefaultWechatBaseURL,
 		Token:   DefaultTokenMode,
-		Retain:  DefaultRetain,
+		Retain:  slices.Clone(DefaultRetain),
 		Fetch:   defaultFetch(),
 	}
 	type plain MiniprogramTarget

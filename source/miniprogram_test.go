@@ -137,8 +137,6 @@ func fmtFloat(v float64) string {
 	return strconv.FormatFloat(v, 'g', -1, 64)
 }
 
-func errAs(err error) (*apicall.Error, bool) { return apicall.AsError(err) }
-
 func TestMiniprogramGoldenPassesPromtool(t *testing.T) {
 	cmd := exec.Command("promtool", "check", "metrics")
 	cmd.Stdin, _ = os.Open("testdata/miniprogram.golden.prom")
@@ -236,7 +234,7 @@ func TestDailyQuotaBlocksOnlyThatAPI(t *testing.T) {
 		r := newMPRig(t, wechat.Daily, wechat.Weekly)
 		r.fake.Inject(wechat.WeeklyPath, wechattest.Fault{Code: 45009, Msg: "reach max api daily quota limit"})
 		out, err := r.job.Refresh(context.Background())
-		if e, ok := errAs(err); !ok || e.Reason != "quota" || !e.RetryAfter.IsZero() {
+		if e, ok := apicall.AsError(err); !ok || e.Reason != "quota" || !e.RetryAfter.IsZero() {
 			t.Fatalf("err %v (the job blocks the API itself; the scheduler backs off normally)", err)
 		}
 		if out.Current || len(r.target.Snapshot().Miniprogram.Retain[wechat.Daily]) != 10 {

@@ -292,8 +292,13 @@ func TestFailureKeepsServingLastGood(t *testing.T) {
 		if !bytes.Equal(before, after) || len(before) == 0 {
 			t.Errorf("values changed after a failed refresh:\n%s\n%s", before, after)
 		}
-		if v := testutil.ToFloat64(gaugeOf(t, r, "wechat_retention_exporter_last_refresh_success")); v != 0 {
-			t.Errorf("last_refresh_success = %v", v)
+		failed := `
+# HELP wechat_retention_exporter_last_refresh_success 1 if the target's last refresh succeeded, 0 if it failed.
+# TYPE wechat_retention_exporter_last_refresh_success gauge
+wechat_retention_exporter_last_refresh_success{source="wshoto",target="acme"} 0
+`
+		if err := testutil.GatherAndCompare(r.reg, strings.NewReader(failed), "wechat_retention_exporter_last_refresh_success"); err != nil {
+			t.Error(err)
 		}
 	})
 }
@@ -375,21 +380,4 @@ func TestLogsHoldNoSecret(t *testing.T) {
 			t.Errorf("secret in last error")
 		}
 	})
-}
-
-func gaugeOf(t *testing.T, r *rig, name string) prometheus.Collector {
-	t.Helper()
-	mfs, err := r.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: "copy"})
-			g.Set(mf.GetMetric()[0].GetGauge().GetValue())
-			return g
-		}
-	}
-	t.Fatalf("no metric %s", name)
-	return nil
 }

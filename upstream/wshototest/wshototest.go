@@ -96,25 +96,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if done {
 		return
 	}
-	body := []byte(call.Body)
-	switch r.URL.Path {
-	case wshoto.TokenPath:
-		if r.Method != http.MethodGet {
-			s.Record(call, -http.StatusMethodNotAllowed)
-			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-			return
-		}
-		s.serveToken(w, r, call)
-	case wshoto.AnalyzePath:
-		if r.Method != http.MethodPost {
-			s.Record(call, -http.StatusMethodNotAllowed)
-			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-			return
-		}
-		s.serveAnalyze(w, call, body)
-	default:
+	method, known := map[string]string{wshoto.TokenPath: http.MethodGet, wshoto.AnalyzePath: http.MethodPost}[r.URL.Path]
+	switch {
+	case !known:
 		s.Record(call, -http.StatusNotFound)
 		http.NotFound(w, r)
+	case r.Method != method:
+		s.Record(call, -http.StatusMethodNotAllowed)
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+	case r.URL.Path == wshoto.TokenPath:
+		s.serveToken(w, r, call)
+	default:
+		s.serveAnalyze(w, call, []byte(call.Body))
 	}
 }
 
