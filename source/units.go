@@ -48,6 +48,7 @@ func Units(cfg *config.Config, d Deps) ([]scheduler.Unit, error) {
 		if err != nil {
 			return nil, fmt.Errorf("wshoto %s: %w", tc.Name, err)
 		}
+		t.InitEndpoints(wshoto.TokenEndpoint, wshoto.AnalyzeEndpoint)
 		logger := d.Logger.With("upstream", state.SourceWshoto, "target", tc.Name)
 		units = append(units, scheduler.Unit{
 			Target: t,
@@ -77,6 +78,7 @@ func Units(cfg *config.Config, d Deps) ([]scheduler.Unit, error) {
 				kinds = append(kinds, k)
 			}
 		}
+		t.InitEndpoints(wechat.Endpoints(wechat.TokenMode(tc.Token), kinds)...)
 		logger := d.Logger.With("upstream", state.SourceMiniprogram, "target", tc.Name)
 		units = append(units, scheduler.Unit{
 			Target: t,

@@ -113,6 +113,23 @@ func NewTarget(source, name string, loc *time.Location) *Target {
 	return t
 }
 
+// InitEndpoints starts the request counter (code "0") and the latency
+// histogram of each endpoint at zero, so that rates and alerts have series
+// before the first call.
+func (t *Target) InitEndpoints(endpoints ...string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, ep := range endpoints {
+		k := RequestKey{ep, apicall.CodeOK}
+		if _, ok := t.requests[k]; !ok {
+			t.requests[k] = 0
+		}
+		if t.latency[ep] == nil {
+			t.latency[ep] = &histogram{buckets: make([]uint64, len(LatencyBuckets))}
+		}
+	}
+}
+
 // Snapshot returns the data served now, nil before the first success.
 func (t *Target) Snapshot() *Snapshot { return t.snap.Load() }
 

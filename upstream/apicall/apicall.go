@@ -39,6 +39,7 @@ var Reasons = []string{ReasonNetwork, ReasonTimeout, ReasonHTTP, ReasonInvalidRe
 
 // Code labels of upstream_requests_total besides the API's own codes.
 const (
+	CodeOK              = "0"
 	CodeNetwork         = "network"
 	CodeInvalidResponse = "invalid_response"
 )
@@ -146,7 +147,7 @@ func (c *Caller) Do(ctx context.Context, endpoint string, newReq func(context.Co
 		return &Error{Endpoint: endpoint, Reason: ReasonInvalidResponse, Code: CodeInvalidResponse, Status: status,
 			Msg: c.scrub(fmt.Sprintf("invalid response (%s, %d bytes): %v", describeBody(body), len(body), err))}
 	}
-	c.observe(endpoint, "0", took)
+	c.observe(endpoint, CodeOK, took)
 	return nil
 }
 

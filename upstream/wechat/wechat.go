@@ -300,11 +300,33 @@ func (c *Client) readTokenFile() (string, error) {
 	return tok, nil
 }
 
+// Endpoint labels of the token calls.
+const (
+	stableTokenEndpoint  = "stable_token"
+	classicTokenEndpoint = "token"
+)
+
+// Endpoints lists the endpoint labels a client in mode calls for kinds, so
+// their counters can start at zero.
+func Endpoints(mode TokenMode, kinds []Kind) []string {
+	var eps []string
+	switch mode {
+	case TokenStable, "":
+		eps = append(eps, stableTokenEndpoint)
+	case TokenClassic:
+		eps = append(eps, classicTokenEndpoint)
+	}
+	for _, k := range kinds {
+		eps = append(eps, k.Endpoint())
+	}
+	return eps
+}
+
 // fetchToken asks the token endpoint of the configured mode for a token;
 // force asks the stable endpoint to issue a new one.
 func (c *Client) fetchToken(ctx context.Context, force bool) (apicall.Token, error) {
 	var ans tokenAnswer
-	endpoint := "stable_token"
+	endpoint := stableTokenEndpoint
 	newReq := func(ctx context.Context) (*http.Request, error) {
 		body, _ := json.Marshal(map[string]any{"grant_type": "client_credential", "appid": c.opts.AppID, "secret": c.opts.Secret, "force_refresh": force})
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.endpointURL(StableTokenPath, nil), bytes.NewReader(body))
@@ -314,7 +336,7 @@ func (c *Client) fetchToken(ctx context.Context, force bool) (apicall.Token, err
 		return req, err
 	}
 	if c.opts.Mode == TokenClassic {
-		endpoint = "token"
+		endpoint = classicTokenEndpoint
 		newReq = func(ctx context.Context) (*http.Request, error) {
 			q := url.Values{"grant_type": {"client_credential"}, "appid": {c.opts.AppID}, "secret": {c.opts.Secret}}
 			return http.NewRequestWithContext(ctx, http.MethodGet, c.endpointURL(ClassicTokenPath, q), nil)
