@@ -10,10 +10,10 @@ VPKG      := github.com/prometheus/common/version
 LDFLAGS   := -X $(VPKG).Version=$(VERSION) -X $(VPKG).Revision=$(REVISION) \
              -X $(VPKG).Branch=$(BRANCH) -X $(VPKG).BuildUser=$(USER) -X $(VPKG).BuildDate=$(BUILDDATE)
 
-.PHONY: help build test lint bench docker
+.PHONY: help build test lint bench docker e2e checkrules checkmetrics
 
 help: ## List the targets.
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 
 build: ## Build the binary with version information.
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BINARY) .
@@ -25,6 +25,19 @@ lint: ## gofmt, go vet, and staticcheck when installed.
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	@if command -v staticcheck >/dev/null; then staticcheck ./...; else echo "staticcheck not installed: go install honnef.co/go/tools/cmd/staticcheck@v0.8.2"; fi
+
+e2e: ## End-to-end test: a real Prometheus scraping the exporter, dashboards and rules.
+	$(GO) test -race -count=1 -run 'TestEndToEndWithPrometheus|TestAlertRules' -v .
+
+checkrules: ## promtool check rules and promtool test rules on rules/.
+	promtool check rules rules/alerts.yml
+	cd rules && promtool test rules alerts_test.yml alerts_weekly_test.yml
+
+checkmetrics: build ## Serve --demo and check its /metrics with promtool check metrics.
+	@./$(BINARY) --demo --web.listen-address=127.0.0.1:19866 --log.level=warn & pid=$$!; \
+	trap 'kill $$pid' EXIT; \
+	for i in $$(seq 50); do curl -fs http://127.0.0.1:19866/-/ready >/dev/null && break; sleep 0.1; done; \
+	curl -fs http://127.0.0.1:19866/metrics | promtool check metrics
 
 bench: ## Run the benchmarks.
 	$(GO) test -run '^$$' -bench . -benchmem ./...

@@ -76,7 +76,13 @@ func (b *syncBuffer) String() string {
 
 func start(t *testing.T, args ...string) *proc {
 	t.Helper()
-	p := &proc{addr: freeAddr(t), logs: &syncBuffer{}}
+	return startAt(t, freeAddr(t), args...)
+}
+
+// startAt starts the exporter listening on addr.
+func startAt(t *testing.T, addr string, args ...string) *proc {
+	t.Helper()
+	p := &proc{addr: addr, logs: &syncBuffer{}}
 	p.cmd = exec.Command(binary, append(args, "--web.listen-address="+p.addr, "--log.level=debug")...)
 	p.cmd.Stderr = p.logs
 	p.cmd.Dir = t.TempDir()
