@@ -168,17 +168,22 @@ func newServer(ctx context.Context, logger *slog.Logger, load func() (*config.Co
 	s.deps.Logger = logger
 	s.deps.Existing = s.set.Get
 	s.manager = scheduler.NewManager(ctx, s.set)
-	s.registry.MustRegister(
+	s.registry.MustRegister(s.collectors()...)
+	if err := s.apply(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// collectors are what /metrics serves.
+func (s *server) collectors() []prometheus.Collector {
+	return []prometheus.Collector{
 		versioncollector.NewCollector(exporterName),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collector.New(s.set),
 		s.reloadOK, s.reloadTime,
-	)
-	if err := s.apply(); err != nil {
-		return nil, err
 	}
-	return s, nil
 }
 
 // apply loads the configuration and, if it is valid, makes it the running

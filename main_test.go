@@ -172,7 +172,7 @@ func TestDemo(t *testing.T) {
 		t.Errorf("landing page lacks links:\n%s", landing)
 	}
 	_, status := p.get(t, "/status")
-	if !strings.Contains(status, "<td>demo-corp</td>") || !strings.Contains(status, "<td>demo-shop</td>") || !strings.Contains(status, `class="ok">success`) {
+	if !strings.Contains(status, `<td data-label="Target">demo-corp</td>`) || !strings.Contains(status, `<td data-label="Target">demo-shop</td>`) || !strings.Contains(status, `class="ok">success`) {
 		t.Errorf("status page lacks the target row:\n%s", status)
 	}
 	if code, _ := p.get(t, "/-/reload"); code != http.StatusMethodNotAllowed {

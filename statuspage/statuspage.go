@@ -28,15 +28,22 @@ body{font-family:system-ui,sans-serif;margin:1em;color:#222}
 table{border-collapse:collapse;width:100%}
 th,td{border-bottom:1px solid #ddd;padding:.4em;text-align:left;vertical-align:top;font-size:.9em}
 .ok{color:#1a7f37}.fail{color:#cf222e}.wrap{overflow-x:auto}
+@media (max-width:640px){
+thead{display:none}
+tr{display:block;border:1px solid #ddd;border-radius:6px;margin-bottom:1em;padding:.3em}
+td{display:flex;gap:1em;justify-content:space-between;border:0;padding:.25em .4em;overflow-wrap:anywhere}
+td::before{content:attr(data-label);font-weight:600;flex:0 0 40%}
+}
 </style></head><body>
 <h1>Targets</h1>
 <p>Times are in {{.Zone}}. <a href="/">Home</a> · <a href="/metrics">Metrics</a></p>
 <div class="wrap"><table id="targets">
 <thead><tr><th>Source</th><th>Target</th><th>Data day served</th><th>Last attempt</th><th>Result</th><th>Last success</th><th>Next planned call</th><th>Upstream calls today</th><th>Last error</th></tr></thead>
 <tbody>{{range .Rows}}<tr>
-<td>{{.Source}}</td><td>{{.Name}}</td><td>{{.DataDay}}</td><td>{{.LastAttempt}}</td>
-<td class="{{if .Healthy}}ok{{else}}fail{{end}}">{{.Result}}</td><td>{{.LastOK}}</td><td>{{.NextCall}}</td>
-<td>{{.CallsToday}}</td><td>{{.LastError}}</td></tr>
+<td data-label="Source">{{.Source}}</td><td data-label="Target">{{.Name}}</td><td data-label="Data day served">{{.DataDay}}</td>
+<td data-label="Last attempt">{{.LastAttempt}}</td><td data-label="Result" class="{{if .Healthy}}ok{{else}}fail{{end}}">{{.Result}}</td>
+<td data-label="Last success">{{.LastOK}}</td><td data-label="Next planned call">{{.NextCall}}</td>
+<td data-label="Upstream calls today">{{.CallsToday}}</td><td data-label="Last error">{{.LastError}}</td></tr>
 {{else}}<tr><td colspan="9">No targets configured.</td></tr>{{end}}</tbody>
 </table></div></body></html>
 `))

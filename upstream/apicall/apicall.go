@@ -115,7 +115,7 @@ func (c *Caller) Do(ctx context.Context, endpoint string, newReq func(context.Co
 		return &Error{Endpoint: endpoint, Reason: ReasonInvalidResponse, Code: CodeInvalidResponse, Msg: c.scrub(err.Error())}
 	}
 	start := time.Now()
-	body, status, err := c.roundTrip(req)
+	body, status, header, err := c.roundTrip(req)
 	took := time.Since(start)
 	if err != nil {
 		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
@@ -135,7 +135,8 @@ func (c *Caller) Do(ctx context.Context, endpoint string, newReq func(context.Co
 	if status < 200 || status > 299 {
 		code := "http_" + strconv.Itoa(status)
 		c.observe(endpoint, code, took)
-		return &Error{Endpoint: endpoint, Reason: ReasonHTTP, Code: code, Status: status, Msg: fmt.Sprintf("HTTP status %d", status)}
+		return &Error{Endpoint: endpoint, Reason: ReasonHTTP, Code: code, Status: status, Msg: fmt.Sprintf("HTTP status %d", status),
+			RetryAfter: retryAfter(header.Get("Retry-After"), time.Now())}
 	}
 	if err := decode(body); err != nil {
 		if e, ok := AsError(err); ok {
@@ -153,10 +154,10 @@ func (c *Caller) Do(ctx context.Context, endpoint string, newReq func(context.Co
 
 var errTooLarge = errors.New("response body too large")
 
-func (c *Caller) roundTrip(req *http.Request) ([]byte, int, error) {
+func (c *Caller) roundTrip(req *http.Request) ([]byte, int, http.Header, error) {
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
-		return nil, 0, redactURLError(err)
+		return nil, 0, nil, redactURLError(err)
 	}
 	defer resp.Body.Close()
 	limit := c.MaxBody
@@ -165,13 +166,33 @@ func (c *Caller) roundTrip(req *http.Request) ([]byte, int, error) {
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
-		return nil, resp.StatusCode, fmt.Errorf("reading body: %w", redactURLError(err))
+		return nil, resp.StatusCode, resp.Header, fmt.Errorf("reading body: %w", redactURLError(err))
 	}
 	if int64(len(body)) > limit {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20)) // let the connection be reused when cheap
-		return nil, resp.StatusCode, fmt.Errorf("%w: more than %d bytes", errTooLarge, limit)
+		return nil, resp.StatusCode, resp.Header, fmt.Errorf("%w: more than %d bytes", errTooLarge, limit)
 	}
-	return body, resp.StatusCode, nil
+	return body, resp.StatusCode, resp.Header, nil
+}
+
+// retryAfter reads a Retry-After header (seconds or an HTTP date), capped
+// at a day so that a bad header cannot silence a target for long.
+func retryAfter(v string, now time.Time) time.Time {
+	if v == "" {
+		return time.Time{}
+	}
+	var at time.Time
+	if secs, err := strconv.Atoi(v); err == nil && secs >= 0 {
+		at = now.Add(time.Duration(secs) * time.Second)
+	} else if t, err := http.ParseTime(v); err == nil {
+		at = t
+	} else {
+		return time.Time{}
+	}
+	if limit := now.Add(24 * time.Hour); at.After(limit) {
+		return limit
+	}
+	return at
 }
 
 func (c *Caller) observe(endpoint, code string, d time.Duration) {
