@@ -155,7 +155,7 @@ func (j *MiniprogramJob) refreshKind(ctx context.Context, k wechat.Kind, now tim
 	// walk above stopped early).
 	for _, key := range keys {
 		start := p.Add(latest, -key)
-		if j.newestWith(k, key, start) != nil {
+		if hasKeyAtOrBefore(j.cohorts[k], key, start) {
 			continue
 		}
 		if _, err := j.fetch(ctx, k, p.Add(start, -1)); err != nil {
@@ -172,19 +172,6 @@ func (j *MiniprogramJob) refreshKind(ctx context.Context, k wechat.Kind, now tim
 	return current, nil
 }
 
-// newestWith returns the start of the newest cohort at or before from
-// (and within the kept ones) that has key, or nil.
-func (j *MiniprogramJob) newestWith(k wechat.Kind, key int, from calendar.Date) *calendar.Date {
-	var best *calendar.Date
-	for start, r := range j.cohorts[k] {
-		if !start.After(from) && r.Has(key) && (best == nil || start.After(*best)) {
-			s := start
-			best = &s
-		}
-	}
-	return best
-}
-
 // publish builds the snapshot from the kept cohorts.
 func (j *MiniprogramJob) publish() {
 	snap := &state.Miniprogram{AppID: j.AppID}
@@ -192,30 +179,56 @@ func (j *MiniprogramJob) publish() {
 		snap.Retain = old.Miniprogram.Retain
 	}
 	for _, k := range j.Kinds {
-		var newest calendar.Date
-		for start := range j.cohorts[k] {
-			if start.After(newest) {
-				newest = start
-			}
-		}
-		if newest.IsZero() {
+		keys := RetainKeys(k, j.cohorts[k], j.Location)
+		if keys == nil {
 			continue // nothing fetched yet: keep what was served
-		}
-		var keys []state.RetainKey
-		for _, key := range k.Keys() {
-			start := j.newestWith(k, key, newest)
-			if start == nil {
-				continue
-			}
-			r := j.cohorts[k][*start]
-			rk := state.RetainKey{Key: key, CohortStart: start.Start(j.Location)}
-			rk.New, rk.NewRatio = valueAndRatio(r.New, key)
-			rk.Active, rk.ActiveRatio = valueAndRatio(r.Active, key)
-			keys = append(keys, rk)
 		}
 		snap.Retain[k] = keys
 	}
 	j.Target.Publish(&state.Snapshot{Miniprogram: snap})
+}
+
+// hasKeyAtOrBefore reports whether a cohort starting at or before from has key.
+func hasKeyAtOrBefore(cohorts map[calendar.Date]wechat.Retain, key int, from calendar.Date) bool {
+	for start, r := range cohorts {
+		if !start.After(from) && r.Has(key) {
+			return true
+		}
+	}
+	return false
+}
+
+// RetainKeys is what a mini-program serves for kind k given the cohorts it
+// holds: each key from the newest cohort that has it. It is nil when no
+// cohort is held.
+func RetainKeys(k wechat.Kind, cohorts map[calendar.Date]wechat.Retain, loc *time.Location) []state.RetainKey {
+	var newest calendar.Date
+	for start := range cohorts {
+		if start.After(newest) {
+			newest = start
+		}
+	}
+	if newest.IsZero() {
+		return nil
+	}
+	keys := []state.RetainKey{}
+	for _, key := range k.Keys() {
+		var best calendar.Date
+		for start, r := range cohorts {
+			if r.Has(key) && start.After(best) {
+				best = start
+			}
+		}
+		if best.IsZero() {
+			continue
+		}
+		r := cohorts[best]
+		rk := state.RetainKey{Key: key, CohortStart: best.Start(loc)}
+		rk.New, rk.NewRatio = valueAndRatio(r.New, key)
+		rk.Active, rk.ActiveRatio = valueAndRatio(r.Active, key)
+		keys = append(keys, rk)
+	}
+	return keys
 }
 
 func valueAndRatio(m map[int]float64, key int) (state.Value, state.Value) {

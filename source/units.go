@@ -14,6 +14,7 @@ import (
 	"github.com/wechat-retention/wechat_retention_exporter/config"
 	"github.com/wechat-retention/wechat_retention_exporter/scheduler"
 	"github.com/wechat-retention/wechat_retention_exporter/state"
+	"github.com/wechat-retention/wechat_retention_exporter/upstream/apicall"
 	"github.com/wechat-retention/wechat_retention_exporter/upstream/wechat"
 	"github.com/wechat-retention/wechat_retention_exporter/upstream/wshoto"
 )
@@ -37,16 +38,9 @@ func Units(cfg *config.Config, d Deps) ([]scheduler.Unit, error) {
 	var units []scheduler.Unit
 	for _, tc := range cfg.Wshoto {
 		t := d.target(state.SourceWshoto, tc.Name, loc)
-		hc, err := d.httpClient(state.SourceWshoto+"/"+tc.Name, tc.HTTPClient, time.Duration(tc.Timeout))
+		client, err := d.WshotoClient(tc, t)
 		if err != nil {
-			return nil, fmt.Errorf("wshoto %s: %w", tc.Name, err)
-		}
-		client, err := wshoto.New(wshoto.Options{
-			BaseURL: tc.BaseURL, AppID: tc.AppID, AppSecret: tc.Secret(), HTTP: hc,
-			RateLimit: tc.RateLimit, Observer: t, PageSize: tc.PageSize, BatchSize: tc.TagBatchSize,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("wshoto %s: %w", tc.Name, err)
+			return nil, err
 		}
 		t.InitEndpoints(wshoto.TokenEndpoint, wshoto.AnalyzeEndpoint)
 		logger := d.Logger.With("upstream", state.SourceWshoto, "target", tc.Name)
@@ -61,23 +55,11 @@ func Units(cfg *config.Config, d Deps) ([]scheduler.Unit, error) {
 	}
 	for _, tc := range cfg.WechatMiniprogram {
 		t := d.target(state.SourceMiniprogram, tc.Name, loc)
-		hc, err := d.httpClient(state.SourceMiniprogram+"/"+tc.Name, tc.HTTPClient, time.Duration(tc.Timeout))
+		client, err := d.MiniprogramClient(tc, loc, t)
 		if err != nil {
-			return nil, fmt.Errorf("wechat_miniprogram %s: %w", tc.Name, err)
+			return nil, err
 		}
-		client, err := wechat.New(wechat.Options{
-			BaseURL: tc.BaseURL, AppID: tc.AppID, Secret: tc.Secret(), Mode: wechat.TokenMode(tc.Token),
-			TokenFile: tc.AccessTokenFile, HTTP: hc, RateLimit: tc.RateLimit, Observer: t, Location: loc,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("wechat_miniprogram %s: %w", tc.Name, err)
-		}
-		var kinds []wechat.Kind
-		for _, r := range tc.Retain {
-			if k, ok := wechat.ParseKind(r); ok {
-				kinds = append(kinds, k)
-			}
-		}
+		kinds := Kinds(tc)
 		t.InitEndpoints(wechat.Endpoints(wechat.TokenMode(tc.Token), kinds)...)
 		logger := d.Logger.With("upstream", state.SourceMiniprogram, "target", tc.Name)
 		units = append(units, scheduler.Unit{
@@ -90,6 +72,49 @@ func Units(cfg *config.Config, d Deps) ([]scheduler.Unit, error) {
 		})
 	}
 	return units, nil
+}
+
+// WshotoClient builds the client of a wshoto target; obs sees its calls.
+func (d Deps) WshotoClient(tc *config.WshotoTarget, obs apicall.Observer) (*wshoto.Client, error) {
+	hc, err := d.httpClient(state.SourceWshoto+"/"+tc.Name, tc.HTTPClient, time.Duration(tc.Timeout))
+	if err != nil {
+		return nil, fmt.Errorf("wshoto %s: %w", tc.Name, err)
+	}
+	client, err := wshoto.New(wshoto.Options{
+		BaseURL: tc.BaseURL, AppID: tc.AppID, AppSecret: tc.Secret(), HTTP: hc,
+		RateLimit: tc.RateLimit, Observer: obs, PageSize: tc.PageSize, BatchSize: tc.TagBatchSize,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("wshoto %s: %w", tc.Name, err)
+	}
+	return client, nil
+}
+
+// MiniprogramClient builds the client of a mini-program target.
+func (d Deps) MiniprogramClient(tc *config.MiniprogramTarget, loc *time.Location, obs apicall.Observer) (*wechat.Client, error) {
+	hc, err := d.httpClient(state.SourceMiniprogram+"/"+tc.Name, tc.HTTPClient, time.Duration(tc.Timeout))
+	if err != nil {
+		return nil, fmt.Errorf("wechat_miniprogram %s: %w", tc.Name, err)
+	}
+	client, err := wechat.New(wechat.Options{
+		BaseURL: tc.BaseURL, AppID: tc.AppID, Secret: tc.Secret(), Mode: wechat.TokenMode(tc.Token),
+		TokenFile: tc.AccessTokenFile, HTTP: hc, RateLimit: tc.RateLimit, Observer: obs, Location: loc,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("wechat_miniprogram %s: %w", tc.Name, err)
+	}
+	return client, nil
+}
+
+// Kinds are the retain kinds a mini-program target enables.
+func Kinds(tc *config.MiniprogramTarget) []wechat.Kind {
+	var kinds []wechat.Kind
+	for _, r := range tc.Retain {
+		if k, ok := wechat.ParseKind(r); ok {
+			kinds = append(kinds, k)
+		}
+	}
+	return kinds
 }
 
 func (d Deps) target(source, name string, loc *time.Location) *state.Target {
