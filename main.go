@@ -53,14 +53,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 	app.HelpFlag.Short('h')
 	app.Command("serve", "Serve metrics (the default).").Default()
 	checkCmd := app.Command("check-config", "Validate the configuration file, print every problem, exit 1 if there is one.")
+	backfillCmd := app.Command("backfill", "Write the upstreams' history as OpenMetrics text with timestamps, for promtool tsdb create-blocks-from openmetrics.")
+	bf := backfillFlags{
+		start:  backfillCmd.Flag("start", "First day of the range, YYYY-MM-DD.").Required().String(),
+		end:    backfillCmd.Flag("end", "Last day of the range, YYYY-MM-DD; before today (data is published T+1).").Required().String(),
+		source: backfillCmd.Flag("source", "Only this source: wshoto or wechat_miniprogram.").Enum("wshoto", "wechat_miniprogram"),
+		output: backfillCmd.Flag("output", "File to write; - for standard output.").Default("-").String(),
+	}
 
 	cmd, err := app.Parse(args)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", exporterName, err)
 		return 2
 	}
-	if cmd == checkCmd.FullCommand() {
+	switch cmd {
+	case checkCmd.FullCommand():
 		return checkConfig(*configFile, stdout)
+	case backfillCmd.FullCommand():
+		return runBackfill(*configFile, bf, stdout, stderr)
 	}
 
 	logConfig.Writer = stderr
