@@ -60,7 +60,7 @@ func runBackfill(configFile string, f backfillFlags, stdout, stderr io.Writer) i
 	defer stop()
 	began := time.Now()
 	rep, err := backfill.Run(ctx, backfill.Options{
-		Config: cfg, Start: start, End: end, Source: *f.source, Now: time.Now(),
+		Config: cfg, ConfigFile: configFile, Start: start, End: end, Source: *f.source, Now: time.Now(),
 		Progress: stderr, Terminal: isTerminal(stderr), Deps: source.Deps{},
 	}, out)
 	if err != nil {

@@ -9,6 +9,7 @@
 package backfill
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -34,6 +35,8 @@ type Options struct {
 	Config     *config.Config
 	Start, End calendar.Date
 	Source     string // state.SourceWshoto, state.SourceMiniprogram, or "" for both
+	// ConfigFile names the file in the resume command of a failure.
+	ConfigFile string
 	// Now is the current time (the range must end before today).
 	Now time.Time
 	// Progress receives progress and the final report; Terminal draws a
@@ -328,7 +331,8 @@ func visibleKeys(r wechat.Retain, j int) wechat.Retain {
 }
 
 func (r *runner) fail(what string, from calendar.Date, err error, src string) {
-	resume := fmt.Sprintf("backfill --config.file=FILE --source=%s --start=%s --end=%s --output=REST.om", src, from, r.o.End)
+	file := cmp.Or(r.o.ConfigFile, "FILE")
+	resume := fmt.Sprintf("wechat_retention_exporter backfill --config.file=%s --source=%s --start=%s --end=%s --output=rest.om", file, src, from, r.o.End)
 	r.report.Failures = append(r.report.Failures, Failure{What: what, From: from, Err: err, Resume: resume})
 }
 
