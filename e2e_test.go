@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wechat-retention/wechat_retention_exporter/calendar"
 	"github.com/wechat-retention/wechat_retention_exporter/dashboards"
 	"github.com/wechat-retention/wechat_retention_exporter/upstream/upstreamtest"
 	"github.com/wechat-retention/wechat_retention_exporter/upstream/wechat"
@@ -125,12 +126,18 @@ scrape_configs:
     static_configs:
       - targets: [%q]
 `, rules, target)
+	return startPrometheusOn(t, dir, cfg)
+}
+
+// startPrometheusOn starts Prometheus with cfg and its storage in dir/data.
+func startPrometheusOn(t *testing.T, dir, cfg string, flags ...string) *prometheusProc {
+	t.Helper()
 	cfgFile := filepath.Join(dir, "prometheus.yml")
 	_ = os.WriteFile(cfgFile, []byte(cfg), 0o600)
 	addr := freeAddr(t)
 	logs := &syncBuffer{}
-	cmd := exec.Command("prometheus", "--config.file="+cfgFile, "--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+addr, "--log.level=warn")
+	cmd := exec.Command("prometheus", append([]string{"--config.file=" + cfgFile, "--storage.tsdb.path=" + filepath.Join(dir, "data"),
+		"--web.listen-address=" + addr, "--log.level=warn"}, flags...)...)
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -394,4 +401,84 @@ func (p *prometheusProc) checkRules(t *testing.T) {
 		t.Error("Prometheus loaded no rules")
 	}
 	t.Logf("%d rules evaluated", n)
+}
+
+// Sixty days of history from the fakes, written by backfill, imported with
+// promtool and queried from a Prometheus started on the blocks: at noon of
+// any day D+1, last_over_time(...[1d]) is the upstream's value for day D,
+// and at noon of a Monday, last_over_time(...[7d]) of weekly key k is the
+// value of the cohort k weeks before the week that just ended.
+func TestBackfillIntoPrometheus(t *testing.T) {
+	t.Parallel()
+	ws := wshototest.New("e2e-appid", "e2e-secret-1")
+	wsSrv := ws.Start()
+	defer wsSrv.Close()
+	wc := wechattest.New("wxe2e0123456789abc", "e2e-secret-2")
+	wcSrv := wc.Start()
+	defer wcSrv.Close()
+	dir := t.TempDir()
+	var ids []string
+	for _, tag := range wshototest.DemoTags {
+		ids = append(ids, strconv.Quote(tag.ID))
+	}
+	cfgFile := filepath.Join(dir, "exporter.yml")
+	_ = os.WriteFile(cfgFile, []byte(fmt.Sprintf(e2eConfig, wsSrv.URL, strings.Join(ids, ", "), wcSrv.URL)), 0o600)
+
+	loc := ws.Location
+	end := calendar.LatestDailyDate(time.Now(), loc)
+	start := end.AddDays(-59)
+	file := filepath.Join(dir, "history.om")
+	cmd := exec.Command(binary, "backfill", "--config.file="+cfgFile, "--start="+start.String(), "--end="+end.String(), "--output="+file)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("backfill: %v\n%s", err, out)
+	}
+	t.Logf("backfill:\n%s", grep(string(out), "written|calls|wrote"))
+	if out, err := exec.Command("promtool", "tsdb", "create-blocks-from", "openmetrics", "-q", file, filepath.Join(dir, "data")).CombinedOutput(); err != nil {
+		t.Fatalf("promtool tsdb create-blocks-from openmetrics: %v\n%s", err, out)
+	}
+	prom := startPrometheusOn(t, dir, "global: {}\n", "--storage.tsdb.retention.time=10y")
+
+	query := func(q string, at time.Time) float64 {
+		t.Helper()
+		var r apiResult
+		if err := prom.api("/api/v1/query", url.Values{"query": {q}, "time": {strconv.FormatInt(at.Unix(), 10)}}, &r); err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Result) != 1 {
+			t.Fatalf("%s at %s: %d series", q, at, len(r.Result))
+		}
+		v, _ := strconv.ParseFloat(r.Result[0].Value[1].(string), 64)
+		return v
+	}
+	tag := wshototest.DemoTags[2]
+	for _, d := range []calendar.Date{start, start.AddDays(17), end.AddDays(-1), end} {
+		noon := d.AddDays(1).Start(loc).Add(12 * time.Hour)
+		want := float64(wshototest.DemoRecord(tag, d)["total_customer_cnt"].(int64))
+		if got := query(fmt.Sprintf(`last_over_time(wshoto_group_customers{corp="e2e-corp",tag_id=%q}[1d])`, tag.ID), noon); got != want {
+			t.Errorf("day %s: customers %v at noon the day after, want %v", d, got, want)
+		}
+		if got := query(`last_over_time(wshoto_group_stats_date_timestamp_seconds{corp="e2e-corp"}[1d])`, noon); got != float64(d.Start(loc).Unix()) {
+			t.Errorf("day %s: date gauge %v", d, got)
+		}
+	}
+	mondays := 0
+	for d := start.AddDays(7); !d.After(end); d = d.AddDays(1) {
+		if d.Weekday() != time.Monday {
+			continue
+		}
+		mondays++
+		week := calendar.Week.Add(d, -1) // the week that just ended
+		noon := d.Start(loc).Add(12 * time.Hour)
+		for _, key := range []int{0, 2, 4} {
+			cohort := calendar.Week.Add(week, -key)
+			want := wechattest.DemoValue(wc.AppID, wechat.Weekly, cohort, key, false)
+			if got := query(fmt.Sprintf(`last_over_time(wechat_miniprogram_weekly_retain_users{app="e2e-shop",cohort="new",key="%d"}[7d])`, key), noon); got != want {
+				t.Errorf("Monday %s key %d: %v, want %v (cohort %s)", d, key, got, want, cohort)
+			}
+		}
+	}
+	if mondays < 7 {
+		t.Errorf("only %d Mondays checked", mondays)
+	}
 }
