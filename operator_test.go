@@ -27,7 +27,9 @@ func TestMetricsReferenceInREADME(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	load := func() (*config.Config, error) { return config.Parse("(test)", []byte("wshoto:\n  - {name: a, base_url: \"http://127.0.0.1:9\", appid: a, app_secret: s, tag_ids: [t]}\n")) }
+	load := func() (*config.Config, error) {
+		return config.Parse("(test)", []byte("wshoto:\n  - {name: a, base_url: \"http://127.0.0.1:9\", appid: a, app_secret: s, tag_ids: [t]}\n"))
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s, err := newServer(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)), load, source.Deps{})

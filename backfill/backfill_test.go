@@ -334,4 +334,3 @@ func TestFailedWindowIsReportedAndResumable(t *testing.T) {
 		t.Error("the resumed run lacks the failed window's first day")
 	}
 }
-

@@ -204,18 +204,27 @@ func (s *Server) serveAnalyze(w http.ResponseWriter, c Call, body []byte) {
 	for _, t := range s.Tags {
 		byID[t.ID] = t
 	}
-	var records []map[string]any
+	// Records in (day, tag) order; only the requested page is built.
+	type slot struct {
+		tag Tag
+		day calendar.Date
+	}
+	var slots []slot
 	for d := start; !d.After(end) && !d.After(last); d = d.AddDays(1) {
 		for _, id := range req.TagIDs {
 			if t, ok := byID[id]; ok {
-				records = append(records, s.record1(t, d))
+				slots = append(slots, slot{t, d})
 			}
 		}
 	}
-	total := len(records)
+	total := len(slots)
 	lo := min((idx-1)*size, total)
 	hi := min(lo+size, total)
-	s.answer(w, c, 0, "请求成功", map[string]any{"total": total, "records": records[lo:hi]})
+	records := make([]map[string]any, 0, hi-lo)
+	for _, sl := range slots[lo:hi] {
+		records = append(records, s.record1(sl.tag, sl.day))
+	}
+	s.answer(w, c, 0, "请求成功", map[string]any{"total": total, "records": records})
 }
 
 // lastPublished is the newest day whose data exists at now: T+1, from
