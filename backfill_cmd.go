@@ -42,6 +42,8 @@ func runBackfill(configFile string, f backfillFlags, stdout, stderr io.Writer) i
 		fmt.Fprintf(stderr, "backfill: --start and --end are days written YYYY-MM-DD: %v\n", err)
 		return 1
 	}
+	// Run checks the range too; checking here first leaves no empty
+	// output file behind a refused range.
 	if err := backfill.CheckRange(start, end, time.Now(), cfg.Global.Location); err != nil {
 		fmt.Fprintf(stderr, "backfill: %v\n", err)
 		return 1

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net/http"
 	"net/url"
@@ -25,6 +26,28 @@ import (
 	"github.com/wechat-retention/wechat_retention_exporter/upstream/wshoto"
 	"github.com/wechat-retention/wechat_retention_exporter/upstream/wshototest"
 )
+
+// startE2EFakes starts both fakes on loopback ports and writes a config
+// reading them (all demo tags, every retain kind) into a temporary dir.
+func startE2EFakes(t *testing.T) (ws *wshototest.Server, wc *wechattest.Server, dir, cfgFile string) {
+	t.Helper()
+	ws = wshototest.New("e2e-appid", "e2e-secret-1")
+	wsSrv := ws.Start()
+	t.Cleanup(wsSrv.Close)
+	wc = wechattest.New("wxe2e0123456789abc", "e2e-secret-2")
+	wcSrv := wc.Start()
+	t.Cleanup(wcSrv.Close)
+	dir = t.TempDir()
+	var ids []string
+	for _, tag := range wshototest.DemoTags {
+		ids = append(ids, strconv.Quote(tag.ID))
+	}
+	cfgFile = filepath.Join(dir, "exporter.yml")
+	if err := os.WriteFile(cfgFile, []byte(fmt.Sprintf(e2eConfig, wsSrv.URL, strings.Join(ids, ", "), wcSrv.URL)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return ws, wc, dir, cfgFile
+}
 
 // The shipped rules files pass promtool's checks and their unit tests.
 func TestAlertRules(t *testing.T) {
@@ -66,24 +89,12 @@ func TestEndToEndWithPrometheus(t *testing.T) {
 	if _, err := exec.LookPath("prometheus"); err != nil {
 		t.Fatal("prometheus is not installed (Debian package prometheus; .ci/run installs it)")
 	}
-	ws := wshototest.New("e2e-appid", "e2e-secret-1")
-	wsSrv := ws.Start()
-	defer wsSrv.Close()
-	wc := wechattest.New("wxe2e0123456789abc", "e2e-secret-2")
-	wcSrv := wc.Start()
-	defer wcSrv.Close()
+	ws, wc, dir, cfgFile := startE2EFakes(t)
 	// Slow token answers make the first refresh land after Prometheus has
 	// scraped the zero counters, so rates and latency have points.
 	ws.Inject(wshoto.TokenPath, upstreamtest.Fault{Delay: 4 * time.Second})
 	wc.Inject(wechat.StableTokenPath, upstreamtest.Fault{Delay: 4 * time.Second})
 
-	dir := t.TempDir()
-	var ids []string
-	for _, tag := range wshototest.DemoTags {
-		ids = append(ids, strconv.Quote(tag.ID))
-	}
-	cfgFile := filepath.Join(dir, "exporter.yml")
-	_ = os.WriteFile(cfgFile, []byte(fmt.Sprintf(e2eConfig, wsSrv.URL, strings.Join(ids, ", "), wcSrv.URL)), 0o600)
 	// Prometheus first, so that it scrapes the exporter from its start.
 	expAddr := freeAddr(t)
 	prom := startPrometheus(t, dir, expAddr)
@@ -346,13 +357,7 @@ func substitute(expr string, vars map[string]string, interval string) string {
 	for k, v := range vars {
 		all[k] = v
 	}
-	names := slices.Collect(func(yield func(string) bool) {
-		for k := range all {
-			if !yield(k) {
-				return
-			}
-		}
-	})
+	names := slices.Collect(maps.Keys(all))
 	// Longest first, so $target is not read as $tag followed by "et".
 	slices.SortFunc(names, func(a, b string) int { return len(b) - len(a) })
 	for _, n := range names {
@@ -410,19 +415,7 @@ func (p *prometheusProc) checkRules(t *testing.T) {
 // value of the cohort k weeks before the week that just ended.
 func TestBackfillIntoPrometheus(t *testing.T) {
 	t.Parallel()
-	ws := wshototest.New("e2e-appid", "e2e-secret-1")
-	wsSrv := ws.Start()
-	defer wsSrv.Close()
-	wc := wechattest.New("wxe2e0123456789abc", "e2e-secret-2")
-	wcSrv := wc.Start()
-	defer wcSrv.Close()
-	dir := t.TempDir()
-	var ids []string
-	for _, tag := range wshototest.DemoTags {
-		ids = append(ids, strconv.Quote(tag.ID))
-	}
-	cfgFile := filepath.Join(dir, "exporter.yml")
-	_ = os.WriteFile(cfgFile, []byte(fmt.Sprintf(e2eConfig, wsSrv.URL, strings.Join(ids, ", "), wcSrv.URL)), 0o600)
+	ws, wc, dir, cfgFile := startE2EFakes(t)
 
 	loc := ws.Location
 	end := calendar.LatestDailyDate(time.Now(), loc)

@@ -59,10 +59,9 @@ func Stamp(p calendar.Period, start calendar.Date, loc *time.Location) time.Time
 // in [from, to], oldest first.
 func Periods(p calendar.Period, from, to calendar.Date) []calendar.Date {
 	var out []calendar.Date
+	// The period containing from ends on or after from.
 	for s := p.Start(from); !p.End(s).After(to); s = p.Add(s, 1) {
-		if !p.End(s).Before(from) {
-			out = append(out, s)
-		}
+		out = append(out, s)
 	}
 	return out
 }
@@ -149,11 +148,23 @@ func (r *runner) plan() {
 	}
 	if r.o.Source == "" || r.o.Source == state.SourceMiniprogram {
 		for _, tc := range cfg.WechatMiniprogram {
-			for _, k := range source.Kinds(tc) {
-				cohorts := neededCohorts(k, Periods(k.Period(), r.o.Start, r.o.End))
-				r.total += len(cohorts)
-				r.jobs = append(r.jobs, func(ctx context.Context) { r.miniprogram(ctx, tc, k, cohorts) })
+			kinds := source.Kinds(tc)
+			cohorts := make([][]calendar.Date, len(kinds))
+			for i, k := range kinds {
+				cohorts[i] = neededCohorts(k, Periods(k.Period(), r.o.Start, r.o.End))
+				r.total += len(cohorts[i])
 			}
+			r.jobs = append(r.jobs, func(ctx context.Context) {
+				// One client for every kind: one token cache.
+				client, err := r.o.Deps.MiniprogramClient(tc, r.loc, r.calls)
+				if err != nil {
+					r.fail(state.SourceMiniprogram+" "+tc.Name, r.o.Start, err, state.SourceMiniprogram)
+					return
+				}
+				for i, k := range kinds {
+					r.miniprogram(ctx, client, tc, k, cohorts[i])
+				}
+			})
 		}
 	}
 }
@@ -253,13 +264,8 @@ func (r *runner) wshoto(ctx context.Context, tc *config.WshotoTarget, windows []
 	r.report.Written = append(r.report.Written, line)
 }
 
-func (r *runner) miniprogram(ctx context.Context, tc *config.MiniprogramTarget, k wechat.Kind, cohorts []calendar.Date) {
+func (r *runner) miniprogram(ctx context.Context, client *wechat.Client, tc *config.MiniprogramTarget, k wechat.Kind, cohorts []calendar.Date) {
 	what := fmt.Sprintf("%s %s %s", state.SourceMiniprogram, tc.Name, k)
-	client, err := r.o.Deps.MiniprogramClient(tc, r.loc, r.calls)
-	if err != nil {
-		r.fail(what, r.o.Start, err, state.SourceMiniprogram)
-		return
-	}
 	p := k.Period()
 	got := map[calendar.Date]wechat.Retain{}
 	var failedAt *calendar.Date

@@ -257,8 +257,8 @@ func TestRunAgainstFakes(t *testing.T) {
 	if n := f.wc.CallCount(wechat.WeeklyPath); n != weekly {
 		t.Errorf("%d weekly calls, want %d (one per cohort)", n, weekly)
 	}
-	if n := f.wc.CallCount(wechat.StableTokenPath); n != 3 {
-		t.Errorf("%d token calls, want 3 (one per kind's client)", n)
+	if n := f.wc.CallCount(wechat.StableTokenPath); n != 1 {
+		t.Errorf("%d token calls, want 1 (one token for the three kinds)", n)
 	}
 	if rep.Calls != len(f.ws.Calls())+len(f.wc.Calls()) {
 		t.Errorf("report counts %d calls, the fakes saw %d", rep.Calls, len(f.ws.Calls())+len(f.wc.Calls()))

@@ -66,21 +66,19 @@ func labelText(pairs []*dto.LabelPair) string {
 		}
 		b.WriteString(p.GetName())
 		b.WriteString(`="`)
-		b.WriteString(labelEscaper.Replace(p.GetValue()))
+		b.WriteString(escaper.Replace(p.GetValue()))
 		b.WriteByte('"')
 	}
 	return b.String()
 }
 
-var (
-	labelEscaper = strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`)
-	helpEscaper  = strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`)
-)
+// escaper escapes label values and HELP text: OpenMetrics treats both alike.
+var escaper = strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`)
 
 func (s *series) writeTo(w io.Writer) error {
 	bw := bufio.NewWriter(w)
 	for _, name := range slices.Sorted(maps.Keys(s.points)) {
-		bw.WriteString("# HELP " + name + " " + helpEscaper.Replace(s.help[name]) + "\n")
+		bw.WriteString("# HELP " + name + " " + escaper.Replace(s.help[name]) + "\n")
 		bw.WriteString("# TYPE " + name + " gauge\n")
 		byLabels := s.points[name]
 		for _, labels := range slices.Sorted(maps.Keys(byLabels)) {

@@ -91,6 +91,10 @@ type Target struct {
 // RequestKey labels an upstream request counter.
 type RequestKey struct{ Endpoint, Code string }
 
+func newHistogram() *histogram {
+	return &histogram{buckets: make([]uint64, len(LatencyBuckets))}
+}
+
 type histogram struct {
 	count   uint64
 	sum     float64
@@ -125,7 +129,7 @@ func (t *Target) InitEndpoints(endpoints ...string) {
 			t.requests[k] = 0
 		}
 		if t.latency[ep] == nil {
-			t.latency[ep] = &histogram{buckets: make([]uint64, len(LatencyBuckets))}
+			t.latency[ep] = newHistogram()
 		}
 	}
 }
@@ -150,7 +154,7 @@ func (t *Target) ObserveRequest(endpoint, code string, d time.Duration) {
 	t.requests[RequestKey{endpoint, code}]++
 	h := t.latency[endpoint]
 	if h == nil {
-		h = &histogram{buckets: make([]uint64, len(LatencyBuckets))}
+		h = newHistogram()
 		t.latency[endpoint] = h
 	}
 	s := d.Seconds()
