@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -492,6 +493,35 @@ func (v *validator) validateWshoto(p string, t *WshotoTarget, names map[string]s
 	v.fetch(p, &t.Fetch)
 }
 
+// maxSecretFile bounds what a secret file may hold, so a path such as
+// /dev/zero fails rather than filling memory.
+const maxSecretFile = 64 << 10
+
+func readSmallFile(name string) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, withoutPath(err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))
+	switch {
+	case err != nil:
+		return nil, withoutPath(err)
+	case len(b) > maxSecretFile:
+		return nil, fmt.Errorf("%s is larger than %d bytes", name, maxSecretFile)
+	}
+	return b, nil
+}
+
+// withoutPath drops the path an *fs.PathError repeats; problems name it.
+func withoutPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
 // secret resolves an inline secret or a secret file, exactly one of which
 // must be set. Its value never enters a message.
 func (v *validator) secret(p, key, inline, file string) string {
@@ -504,9 +534,9 @@ func (v *validator) secret(p, key, inline, file string) string {
 		if !filepath.IsAbs(file) {
 			file = filepath.Join(v.dir, file)
 		}
-		b, err := os.ReadFile(file)
+		b, err := readSmallFile(file)
 		if err != nil {
-			v.add(p+"."+key+"_file", "cannot read secret file: %v", errors.Unwrap(err))
+			v.add(p+"."+key+"_file", "cannot read secret file: %v", err)
 			return ""
 		}
 		s := strings.TrimSpace(string(b))

@@ -31,7 +31,29 @@ type Call struct {
 type Recorder struct {
 	mu     sync.Mutex
 	faults map[string][]Fault
+	down   map[string]Fault // played on every call until Heal
 	calls  []Call
+	// Chaos, when set, picks a fault for each call no queued or standing
+	// fault answers (the zero Fault lets it through).
+	Chaos func(path string) Fault
+}
+
+// Break makes every call to path play f until Heal: an outage rather than
+// a burst.
+func (r *Recorder) Break(path string, f Fault) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.down == nil {
+		r.down = map[string]Fault{}
+	}
+	r.down[path] = f
+}
+
+// Heal ends every outage and drops queued faults.
+func (r *Recorder) Heal() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.down, r.faults = nil, nil
 }
 
 // Inject queues faults for the next calls to path.
@@ -85,9 +107,13 @@ func (r *Recorder) Begin(w http.ResponseWriter, req *http.Request, apiError func
 	c := Call{At: time.Now(), Path: req.URL.Path, Token: req.URL.Query().Get("access_token"), Body: string(body)}
 	r.mu.Lock()
 	q := r.faults[req.URL.Path]
-	var f Fault
-	if len(q) > 0 {
+	f, broken := r.down[req.URL.Path]
+	switch {
+	case broken:
+	case len(q) > 0:
 		f, r.faults[req.URL.Path] = q[0], q[1:]
+	case r.Chaos != nil:
+		f = r.Chaos(req.URL.Path)
 	}
 	r.mu.Unlock()
 	if f.Delay > 0 {

@@ -440,20 +440,57 @@ type retainAnswer struct {
 	VisitUV    []keyValue `json:"visit_uv"`
 }
 
+// keyValue is one retain item; values arrive as numbers, or as strings
+// from some gateways, and mean the same.
 type keyValue struct {
-	Key   *int     `json:"key"`
-	Value *float64 `json:"value"`
+	Key   *int           `json:"key"`
+	Value apicall.Number `json:"value"`
 }
 
-func toMap(kvs []keyValue) (map[int]float64, error) {
+func toMap(name string, kvs []keyValue) (map[int]float64, error) {
 	m := make(map[int]float64, len(kvs))
 	for _, kv := range kvs {
-		if kv.Key == nil || kv.Value == nil {
-			return nil, errors.New("retain item without key or value")
+		if kv.Key == nil || !kv.Value.Valid {
+			return nil, fmt.Errorf("%s item without key or value", name)
 		}
-		m[*kv.Key] = *kv.Value
+		if *kv.Key < 0 || kv.Value.Value < 0 {
+			return nil, fmt.Errorf("%s item %d: negative key or value", name, *kv.Key)
+		}
+		if _, dup := m[*kv.Key]; dup {
+			return nil, fmt.Errorf("%s repeats key %d", name, *kv.Key)
+		}
+		m[*kv.Key] = kv.Value.Value
 	}
 	return m, nil
+}
+
+// decodeRetain reads a retain answer (error answers are checked before) for
+// the cohort whose ref_date is want. Both lists empty or null means "not
+// published yet"; one of them empty while the other is not is a broken
+// answer, as is an answer for another period.
+func decodeRetain(b []byte, want string) (Retain, error) {
+	var ans retainAnswer
+	if err := json.Unmarshal(b, &ans); err != nil {
+		return Retain{}, err
+	}
+	newUsers, err := toMap("visit_uv_new", ans.VisitUVNew)
+	if err != nil {
+		return Retain{}, err
+	}
+	active, err := toMap("visit_uv", ans.VisitUV)
+	if err != nil {
+		return Retain{}, err
+	}
+	if len(newUsers) == 0 && len(active) == 0 {
+		return Retain{RefDate: ans.RefDate}, nil
+	}
+	if ans.RefDate != want {
+		return Retain{}, fmt.Errorf("answer for ref_date %.40q, asked for %q", ans.RefDate, want)
+	}
+	if len(newUsers) == 0 || len(active) == 0 {
+		return Retain{}, errors.New("one of visit_uv_new and visit_uv is empty, the other is not")
+	}
+	return Retain{RefDate: ans.RefDate, New: newUsers, Active: active}, nil
 }
 
 // Retain fetches the cohort of kind k that starts at start (a day, a
@@ -477,23 +514,9 @@ func (c *Client) Retain(ctx context.Context, k Kind, start calendar.Date) (Retai
 			if err := c.checkError(b); err != nil {
 				return err
 			}
-			var ans retainAnswer
-			if err := json.Unmarshal(b, &ans); err != nil {
-				return err
-			}
-			newUsers, err := toMap(ans.VisitUVNew)
-			if err != nil {
-				return err
-			}
-			active, err := toMap(ans.VisitUV)
-			if err != nil {
-				return err
-			}
-			if ans.RefDate != want && (len(newUsers) > 0 || len(active) > 0) {
-				return fmt.Errorf("answer for ref_date %q, asked for %q", ans.RefDate, want)
-			}
-			out = Retain{RefDate: ans.RefDate, New: newUsers, Active: active}
-			return nil
+			var err error
+			out, err = decodeRetain(b, want)
+			return err
 		})
 	})
 	return out, err

@@ -54,39 +54,8 @@ type Record struct {
 	Retention [5]Number
 }
 
-// Number is a numeric field the API may send as a JSON number, as a string
-// (Java BigDecimal), or as null. A null or empty value is not Valid and must
-// not be shown as zero.
-type Number struct {
-	Value float64
-	Valid bool
-}
-
-// UnmarshalJSON accepts 12, 0.95, "0.95", "", and null.
-func (n *Number) UnmarshalJSON(b []byte) error {
-	s := string(bytes.TrimSpace(b))
-	if s == "null" {
-		*n = Number{}
-		return nil
-	}
-	if len(s) >= 2 && s[0] == '"' {
-		unq, err := strconv.Unquote(s)
-		if err != nil {
-			return fmt.Errorf("number %s: %w", s, err)
-		}
-		s = strings.TrimSpace(unq)
-		if s == "" {
-			*n = Number{}
-			return nil
-		}
-	}
-	v, err := strconv.ParseFloat(s, 64)
-	if err != nil {
-		return fmt.Errorf("not a number: %.40q", s)
-	}
-	*n = Number{Value: v, Valid: true}
-	return nil
-}
+// Number is a numeric field the API may send as a number, a string or null.
+type Number = apicall.Number
 
 type wireRecord struct {
 	TagID                        string `json:"tag_id"`
@@ -339,6 +308,7 @@ type analyzeRequest struct {
 // have arrived.
 func (c *Client) window(ctx context.Context, tags []string, from, to calendar.Date) ([]Record, error) {
 	var out []Record
+	seen := map[string]bool{}
 	var total int64 = -1
 	for idx := 1; ; idx++ {
 		var pg page
@@ -353,16 +323,9 @@ func (c *Client) window(ctx context.Context, tags []string, from, to calendar.Da
 					req.Header.Set("Content-Type", "application/json")
 				}
 				return req, err
-			}, func(b []byte) error {
-				var env envelope[*page]
-				if err := decodeEnvelope(b, &env); err != nil {
-					return err
-				}
-				if env.Data == nil || env.Data.Total == nil {
-					return errors.New(`answer without "data.total"`)
-				}
-				pg = *env.Data
-				return nil
+			}, func(b []byte) (err error) {
+				pg, err = decodePage(b)
+				return err
 			})
 		})
 		if err != nil {
@@ -379,6 +342,13 @@ func (c *Client) window(ctx context.Context, tags []string, from, to calendar.Da
 			if err != nil {
 				return nil, inconsistent("page %d: %v", idx, err)
 			}
+			// A repeat means the pages shifted under us: some other record
+			// was skipped, so the window cannot be trusted.
+			k := r.TagID + " " + w.DS
+			if seen[k] {
+				return nil, inconsistent("page %d repeats tag %s on %s", idx, r.TagID, w.DS)
+			}
+			seen[k] = true
 			out = append(out, r)
 		}
 		if int64(len(out)) >= total {
@@ -391,6 +361,21 @@ func (c *Client) window(ctx context.Context, tags []string, from, to calendar.Da
 			return nil, inconsistent("more pages than total %d allows", total)
 		}
 	}
+}
+
+// decodePage reads one answer of the analysis endpoint.
+func decodePage(b []byte) (page, error) {
+	var env envelope[*page]
+	if err := decodeEnvelope(b, &env); err != nil {
+		return page{}, err
+	}
+	if env.Data == nil || env.Data.Total == nil {
+		return page{}, errors.New(`answer without "data.total"`)
+	}
+	if *env.Data.Total < 0 {
+		return page{}, fmt.Errorf("negative total %d", *env.Data.Total)
+	}
+	return *env.Data, nil
 }
 
 func inconsistent(format string, args ...any) error {
