@@ -34,9 +34,10 @@ type MiniprogramJob struct {
 	Target   *state.Target
 	Logger   *slog.Logger
 
-	cohorts [3]map[calendar.Date]wechat.Retain
-	blocked [3]time.Time // no calls to that API before (daily quota reached)
-	fetched int          // answers with data in the current refresh
+	cohorts   [3]map[calendar.Date]wechat.Retain
+	blocked   [3]time.Time      // no calls to that API before (daily quota reached)
+	blockedBy [3]*apicall.Error // the answer that blocked it, without RetryAfter
+	fetched   int               // answers with data in the current refresh
 }
 
 // Refresh brings every enabled kind up to date, publishes what it has,
@@ -52,7 +53,11 @@ func (j *MiniprogramJob) Refresh(ctx context.Context) (scheduler.Outcome, error)
 			out.NextData = next
 		}
 		if now.Before(j.blocked[k]) {
+			// Still a failure: the kind cannot be refreshed today.
 			out.Current = false
+			if firstErr == nil {
+				firstErr = j.blockedBy[k]
+			}
 			continue
 		}
 		if notBefore := j.notBefore(k, now); now.Before(notBefore) && j.hasAll(k, now) {
@@ -72,6 +77,7 @@ func (j *MiniprogramJob) Refresh(ctx context.Context) (scheduler.Outcome, error)
 				j.blocked[k] = e.RetryAfter
 				cp := *e
 				cp.RetryAfter = time.Time{}
+				j.blockedBy[k] = &cp
 				err = &cp
 			}
 			if firstErr == nil {
@@ -84,11 +90,32 @@ func (j *MiniprogramJob) Refresh(ctx context.Context) (scheduler.Outcome, error)
 		}
 		out.Current = out.Current && current
 	}
+	if until, all := j.allBlocked(now); all {
+		// Nothing can be called before the quota resets: sleep till then.
+		cp := *j.blockedBy[j.Kinds[0]]
+		cp.RetryAfter = until
+		firstErr = &cp
+	}
 	j.publish()
 	if j.fetched > 0 {
 		j.Logger.Info("refreshed", "cohorts_fetched", j.fetched, "current", out.Current)
 	}
 	return out, firstErr
+}
+
+// allBlocked reports whether every enabled kind is blocked at now, and
+// until when the first of them is.
+func (j *MiniprogramJob) allBlocked(now time.Time) (time.Time, bool) {
+	var until time.Time
+	for _, k := range j.Kinds {
+		if !now.Before(j.blocked[k]) {
+			return time.Time{}, false
+		}
+		if until.IsZero() || j.blocked[k].Before(until) {
+			until = j.blocked[k]
+		}
+	}
+	return until, len(j.Kinds) > 0
 }
 
 // notBefore is when the newest complete period of k can first be published.

@@ -242,8 +242,9 @@ func TestDailyQuotaBlocksOnlyThatAPI(t *testing.T) {
 		}
 		r.fake.ResetCalls()
 		time.Sleep(time.Hour)
-		if _, err := r.job.Refresh(context.Background()); err != nil {
-			t.Fatal(err)
+		// Still a failure (weekly cannot be refreshed), without a call.
+		if _, err := r.job.Refresh(context.Background()); apicall.ReasonOf(err) != "quota" {
+			t.Fatalf("while blocked: err %v, want the quota error again", err)
 		}
 		if n := r.fake.CallCount(wechat.WeeklyPath); n != 0 {
 			t.Errorf("%d weekly calls while its daily quota is spent", n)

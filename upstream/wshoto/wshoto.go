@@ -239,7 +239,12 @@ func (c *Client) withToken(ctx context.Context, call func(token string) error) e
 	if tok, err = c.tokens.Renew(ctx, tok); err != nil {
 		return err
 	}
-	return call(tok)
+	err = call(tok)
+	if e, ok := apicall.AsError(err); ok && IsTokenError(err) {
+		e.Reason = apicall.ReasonToken
+		e.Msg += " (a freshly fetched token was rejected too)"
+	}
+	return err
 }
 
 func decodeEnvelope[T any](b []byte, env *envelope[T]) error {

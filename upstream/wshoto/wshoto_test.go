@@ -198,7 +198,7 @@ func TestTokenRejectedTwiceGivesUp(t *testing.T) {
 		f.Inject(wshoto.AnalyzePath, wshototest.Fault{Code: 42001, Msg: "access_token expired"}, wshototest.Fault{Code: 42001, Msg: "access_token expired"})
 		_, err := c.TagStats(context.Background(), tagIDs(f), dec31, dec31)
 		e, ok := apicall.AsError(err)
-		if !ok || e.APICode != 42001 || e.Reason != apicall.ReasonAPIError {
+		if !ok || e.APICode != 42001 || e.Reason != apicall.ReasonToken {
 			t.Fatalf("err = %v", err)
 		}
 		if a, tk := f.CallCount(wshoto.AnalyzePath), f.CallCount(wshoto.TokenPath); a != 2 || tk != 2 {
