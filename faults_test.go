@@ -383,8 +383,10 @@ func faultCases() []faultCase {
 			c.maxCalls, c.recover = 2, 14*time.Hour // a token and the call
 		case "40013", "40164", "48001": // hourly
 			c.maxCalls, c.recover = 5, 70*time.Minute
-		case "45011": // a minute, then backoff
-			c.maxCalls = 20
+		case "http_502", "http_503", "network": // each call is tried 3 times (apicall.DefaultRetries)
+			if c.reason != "timeout" {
+				c.maxCalls = 45
+			}
 		}
 	}
 	return cases

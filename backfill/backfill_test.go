@@ -282,7 +282,7 @@ func TestFailedWindowIsReportedAndResumable(t *testing.T) {
 		f.ws.Inject(wshoto.AnalyzePath, upstreamtest.Fault{})
 	}
 	for range attempts {
-		f.ws.Inject(wshoto.AnalyzePath, upstreamtest.Fault{Status: 502})
+		f.ws.Inject(wshoto.AnalyzePath, upstreamtest.Fault{Status: 500}) // not retried by the client
 	}
 	var slept []time.Duration
 	var out bytes.Buffer
@@ -295,7 +295,7 @@ func TestFailedWindowIsReportedAndResumable(t *testing.T) {
 		t.Fatalf("failures %+v, want one from %s", rep.Failures, windows[1][0])
 	}
 	sum := rep.Summary()
-	for _, want := range []string{"FAILED wshoto acme from " + windows[1][0].String(), "--start=" + windows[1][0].String(), "--end=" + end.String(), "HTTP status 502"} {
+	for _, want := range []string{"FAILED wshoto acme from " + windows[1][0].String(), "--start=" + windows[1][0].String(), "--end=" + end.String(), "HTTP status 500"} {
 		if !strings.Contains(sum, want) {
 			t.Errorf("summary lacks %q:\n%s", want, sum)
 		}

@@ -94,6 +94,29 @@ type Caller struct {
 	// Secrets returns the values to scrub from any error text (secret,
 	// current token); URLs are redacted by query key as well.
 	Secrets func() []string
+	// Retries is how often a call that failed in passing (502, 503 or 504
+	// without Retry-After; a refused or reset connection) is sent again,
+	// after RetryWait, then twice that, and so on. A refresh of many pages
+	// then survives a flaky gateway without starting over.
+	Retries   int
+	RetryWait time.Duration
+}
+
+// DefaultRetries and DefaultRetryWait are what the clients use.
+const (
+	DefaultRetries   = 2
+	DefaultRetryWait = time.Second
+)
+
+// transient reports whether e is worth an immediate second try.
+func transient(e *Error) bool {
+	switch e.Reason {
+	case ReasonNetwork:
+		return true
+	case ReasonHTTP:
+		return e.RetryAfter.IsZero() && (e.Status == http.StatusBadGateway || e.Status == http.StatusServiceUnavailable || e.Status == http.StatusGatewayTimeout)
+	}
+	return false
 }
 
 // NewLimiter returns a limiter of perSecond calls with a burst of at least one.
@@ -105,6 +128,25 @@ func NewLimiter(perSecond float64) *rate.Limiter {
 // to decode. decode returns an *Error for an API-level failure (its Code
 // labels the observation), or any other error for an undecodable body.
 func (c *Caller) Do(ctx context.Context, endpoint string, newReq func(context.Context) (*http.Request, error), decode func([]byte) error) error {
+	wait := c.RetryWait
+	for attempt := 0; ; attempt++ {
+		err := c.once(ctx, endpoint, newReq, decode)
+		e, ok := AsError(err)
+		if !ok || attempt >= c.Retries || !transient(e) {
+			return err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		wait *= 2
+	}
+}
+
+func (c *Caller) once(ctx context.Context, endpoint string, newReq func(context.Context) (*http.Request, error), decode func([]byte) error) error {
 	if c.Limiter != nil {
 		if err := c.Limiter.Wait(ctx); err != nil {
 			return err

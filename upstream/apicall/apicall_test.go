@@ -4,7 +4,9 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -46,4 +48,51 @@ func TestRetryAfterHeader(t *testing.T) {
 			}
 		}
 	}
+}
+
+// A 502, 503 or 504 is sent again twice, a second then two later; a 500
+// or a 503 with Retry-After is not.
+func TestTransientFailuresAreRetriedTwice(t *testing.T) {
+	for _, tc := range []struct {
+		status     int
+		retryAfter string
+		want       string
+	}{
+		{502, "", "0s 1s 2s"},
+		{503, "", "0s 1s 2s"},
+		{504, "", "0s 1s 2s"},
+		{500, "", "0s"},
+		{503, "120", "0s"},
+	} {
+		synctest.Test(t, func(t *testing.T) {
+			began := time.Now()
+			var at []string
+			h := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				at = append(at, time.Since(began).String())
+				began = time.Now()
+				if tc.retryAfter != "" {
+					w.Header().Set("Retry-After", tc.retryAfter)
+				}
+				w.WriteHeader(tc.status)
+			})
+			c := &Caller{HTTP: &http.Client{Transport: handlerTransport{h}}, Retries: DefaultRetries, RetryWait: DefaultRetryWait}
+			err := c.Do(context.Background(), "e", func(ctx context.Context) (*http.Request, error) {
+				return http.NewRequestWithContext(ctx, http.MethodGet, "http://x.test/", nil)
+			}, func([]byte) error { return nil })
+			if e, ok := AsError(err); !ok || e.Status != tc.status {
+				t.Fatalf("%d: err %v", tc.status, err)
+			}
+			if got := strings.Join(at, " "); got != tc.want {
+				t.Errorf("%d (Retry-After %q): calls at %q, want %q", tc.status, tc.retryAfter, got, tc.want)
+			}
+		})
+	}
+}
+
+type handlerTransport struct{ h http.Handler }
+
+func (t handlerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	rec := httptest.NewRecorder()
+	t.h.ServeHTTP(rec, req)
+	return rec.Result(), nil
 }

@@ -192,7 +192,8 @@ func New(opts Options) (*Client, error) {
 	c.tokens.Fetch = func(ctx context.Context) (apicall.Token, error) { return c.fetchToken(ctx, false) }
 	c.tokens.Observer = opts.Observer
 	c.caller = &apicall.Caller{HTTP: opts.HTTP, Limiter: apicall.NewLimiter(opts.RateLimit),
-		Observer: opts.Observer, MaxBody: opts.MaxBody, Secrets: c.secrets}
+		Observer: opts.Observer, MaxBody: opts.MaxBody, Secrets: c.secrets,
+		Retries: apicall.DefaultRetries, RetryWait: apicall.DefaultRetryWait}
 	return c, nil
 }
 

@@ -162,6 +162,7 @@ func New(opts Options) (*Client, error) {
 	c.caller = &apicall.Caller{
 		HTTP: opts.HTTP, Limiter: apicall.NewLimiter(opts.RateLimit),
 		Observer: opts.Observer, MaxBody: opts.MaxBody, Secrets: c.secrets,
+		Retries: apicall.DefaultRetries, RetryWait: apicall.DefaultRetryWait,
 	}
 	return c, nil
 }

@@ -281,7 +281,7 @@ func TestErrorsAreTypedAndRedacted(t *testing.T) {
 		reason string
 		code   string
 	}{
-		{"5xx", wshototest.Fault{Status: 502}, apicall.ReasonHTTP, "http_502"},
+		{"5xx", wshototest.Fault{Status: 500}, apicall.ReasonHTTP, "http_500"},
 		{"html with 200", wshototest.Fault{Body: "<html><body>nginx error</body></html>"}, apicall.ReasonInvalidResponse, "invalid_response"},
 		{"truncated json", wshototest.Fault{Body: `{"code":0,"msg":"ok","data":{"total":1,"rec`}, apicall.ReasonInvalidResponse, "invalid_response"},
 		{"unknown code", wshototest.Fault{Code: 93001, Msg: "未知错误"}, apicall.ReasonAPIError, "93001"},
