@@ -86,12 +86,12 @@ func defaultFetch() Fetch {
 
 // WshotoTarget is one wshoto (企微管家) corp.
 type WshotoTarget struct {
-	Name          string           `yaml:"name"`
-	BaseURL       string           `yaml:"base_url"`
-	AppID         string           `yaml:"appid"`
-	AppSecret     commoncfg.Secret `yaml:"app_secret"`
-	AppSecretFile string           `yaml:"app_secret_file"`
-	TagIDs        []string         `yaml:"tag_ids"`
+	Name          string   `yaml:"name"`
+	BaseURL       string   `yaml:"base_url"`
+	AppID         string   `yaml:"appid"`
+	AppSecret     Secret   `yaml:"app_secret"`
+	AppSecretFile string   `yaml:"app_secret_file"`
+	TagIDs        []string `yaml:"tag_ids"`
 	// TagBatchSize is how many tag ids one request carries; the upstream
 	// does not document its limit.
 	TagBatchSize int `yaml:"tag_batch_size"`
@@ -101,13 +101,13 @@ type WshotoTarget struct {
 	LookbackDays int `yaml:"lookback_days"`
 	Fetch        `yaml:",inline"`
 
-	secret       string
+	secret       *string // resolved; a pointer so that %+v prints no secret
 	decodeErrors []string
 }
 
 // Secret returns app_secret, or the content of app_secret_file as read by
 // the last Load.
-func (t *WshotoTarget) Secret() string { return t.secret }
+func (t *WshotoTarget) Secret() string { return deref(t.secret) }
 
 // UnmarshalYAML applies defaults; the v2-style signature keeps the decoder's
 // strict KnownFields mode for the fields inside.
@@ -125,24 +125,56 @@ func (t *WshotoTarget) UnmarshalYAML(unmarshal func(any) error) error {
 
 // MiniprogramTarget is one WeChat mini-program.
 type MiniprogramTarget struct {
-	Name       string           `yaml:"name"`
-	BaseURL    string           `yaml:"base_url"`
-	AppID      string           `yaml:"appid"`
-	AppSecret  commoncfg.Secret `yaml:"secret"`
-	SecretFile string           `yaml:"secret_file"`
+	Name       string `yaml:"name"`
+	BaseURL    string `yaml:"base_url"`
+	AppID      string `yaml:"appid"`
+	AppSecret  Secret `yaml:"secret"`
+	SecretFile string `yaml:"secret_file"`
 	// Token is stable (default), classic, or file.
 	Token           string   `yaml:"token"`
 	AccessTokenFile string   `yaml:"access_token_file"`
 	Retain          []string `yaml:"retain"`
 	Fetch           `yaml:",inline"`
 
-	secret       string
+	secret       *string // resolved; a pointer so that %+v prints no secret
 	decodeErrors []string
 }
 
 // Secret returns secret, or the content of secret_file as read by the
 // last Load; empty with token: file.
-func (t *MiniprogramTarget) Secret() string { return t.secret }
+func (t *MiniprogramTarget) Secret() string { return deref(t.secret) }
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// Secret is a secret written in the configuration file. However it is
+// printed (any fmt verb, YAML, JSON), it shows as <secret>.
+type Secret string
+
+const secretMask = "<secret>"
+
+func (Secret) String() string   { return secretMask }
+func (Secret) GoString() string { return `"` + secretMask + `"` }
+
+// MarshalYAML hides the value; an unset secret stays unset.
+func (s Secret) MarshalYAML() (any, error) {
+	if s == "" {
+		return nil, nil
+	}
+	return secretMask, nil
+}
+
+// MarshalJSON hides the value.
+func (s Secret) MarshalJSON() ([]byte, error) {
+	if s == "" {
+		return []byte(`""`), nil
+	}
+	return []byte(`"` + secretMask + `"`), nil
+}
 
 // UnmarshalYAML applies defaults, as WshotoTarget's does.
 func (t *MiniprogramTarget) UnmarshalYAML(unmarshal func(any) error) error {
@@ -421,7 +453,8 @@ func (v *validator) validateMiniprogram(p string, t *MiniprogramTarget, names ma
 	}
 	switch t.Token {
 	case "stable", "classic":
-		t.secret = v.secret(p, "secret", string(t.AppSecret), t.SecretFile)
+		sec := v.secret(p, "secret", string(t.AppSecret), t.SecretFile)
+		t.secret, t.AppSecret = &sec, "" // kept only behind the pointer
 		if t.AccessTokenFile != "" {
 			v.add(p+".access_token_file", "only used with token: file")
 		}
@@ -472,7 +505,8 @@ func (v *validator) validateWshoto(p string, t *WshotoTarget, names map[string]s
 	if t.AppID == "" {
 		v.add(p+".appid", "required")
 	}
-	t.secret = v.secret(p, "app_secret", string(t.AppSecret), t.AppSecretFile)
+	sec := v.secret(p, "app_secret", string(t.AppSecret), t.AppSecretFile)
+	t.secret, t.AppSecret = &sec, "" // kept only behind the pointer
 	if len(t.TagIDs) == 0 {
 		v.add(p+".tag_ids", "required: list at least one tag id")
 	}

@@ -1,11 +1,15 @@
 package config
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 func TestLoadGood(t *testing.T) {
@@ -120,5 +124,38 @@ func TestSecretsNeverInMessages(t *testing.T) {
 	_, err := Parse("x.yml", []byte("wshoto:\n  - {name: a, appid: b, app_secret: TOPSECRET, app_secret_file: /nope, tag_ids: []}\n"))
 	if err == nil || strings.Contains(err.Error(), "TOPSECRET") {
 		t.Fatalf("error leaks or is missing: %v", err)
+	}
+}
+
+// However a loaded configuration is printed or marshalled, no secret shows.
+func TestSecretsNeverPrint(t *testing.T) {
+	cfg, err := Load("testdata/good.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets := []string{cfg.Wshoto[0].Secret(), cfg.Wshoto[1].Secret()}
+	for _, m := range cfg.WechatMiniprogram {
+		if m.Secret() != "" {
+			secrets = append(secrets, m.Secret())
+		}
+	}
+	y, _ := yaml.Marshal(cfg)
+	j, _ := json.Marshal(cfg)
+	outs := []string{string(y), string(j)}
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x"} {
+		outs = append(outs, fmt.Sprintf(verb, cfg), fmt.Sprintf(verb, *cfg.Wshoto[0]), fmt.Sprintf(verb, cfg.Wshoto[0].AppSecret))
+		for _, m := range cfg.WechatMiniprogram {
+			outs = append(outs, fmt.Sprintf(verb, *m))
+		}
+	}
+	for _, out := range outs {
+		for _, s := range secrets {
+			if s != "" && strings.Contains(out, s) {
+				t.Fatalf("secret %q printed in:\n%s", s, out)
+			}
+		}
+	}
+	if got := fmt.Sprint(Secret("x"), " ", Secret("x").GoString()); got != `<secret> "<secret>"` {
+		t.Errorf("Secret prints as %s", got)
 	}
 }
