@@ -130,7 +130,9 @@ type rig struct {
 	cfgMu  sync.Mutex
 }
 
-func newRig(t *testing.T) *rig {
+// newRig starts an exporter on fresh fakes; prepare, if any, runs before
+// the first refresh.
+func newRig(t *testing.T, prepare ...func(*rig)) *rig {
 	t.Helper()
 	r := &rig{
 		ws:   wshototest.New("wsappid", rigWshotoSecret),
@@ -144,6 +146,9 @@ func newRig(t *testing.T) *rig {
 			"wechat.test": upstreamtest.Client(r.mp).Transport,
 		},
 		refused: map[string]bool{}, attempts: map[string]int{},
+	}
+	for _, p := range prepare {
+		p(r)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel

@@ -83,6 +83,15 @@ func (s *Server) RevokeTokens() {
 	s.tokens, s.current = nil, ""
 }
 
+// RotateSecret replaces the app secret, as a reset in the console does:
+// every token handed out stops working.
+func (s *Server) RotateSecret(secret string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.AppSecret = secret
+	s.tokens, s.current = nil, ""
+}
+
 // Withhold makes every day after last unpublished, whatever the clock says;
 // the zero Date lifts it.
 func (s *Server) Withhold(last calendar.Date) {
@@ -123,7 +132,10 @@ func (s *Server) answer(w http.ResponseWriter, c Call, code int, msg string, dat
 
 func (s *Server) serveToken(w http.ResponseWriter, r *http.Request, c Call) {
 	q := r.URL.Query()
-	if q.Get("appid") != s.AppID || q.Get("app_secret") != s.AppSecret {
+	s.mu.Lock()
+	secret := s.AppSecret
+	s.mu.Unlock()
+	if q.Get("appid") != s.AppID || q.Get("app_secret") != secret {
 		s.answer(w, c, 40013, "appid或app_secret错误", nil)
 		return
 	}
@@ -135,7 +147,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request, c Call) {
 	created, ok := s.tokens[s.current]
 	if !ok || now.Sub(created) >= s.TokenTTL {
 		s.seq++
-		s.current = fmt.Sprintf("wst-%d-%x", s.seq, fnv32(s.AppSecret+strconv.Itoa(s.seq)))
+		s.current = fmt.Sprintf("wst-%d-%x", s.seq, fnv32(secret+strconv.Itoa(s.seq)))
 		created = now
 		s.tokens[s.current] = created
 	}
