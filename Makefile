@@ -10,7 +10,7 @@ VPKG      := github.com/prometheus/common/version
 LDFLAGS   := -X $(VPKG).Version=$(VERSION) -X $(VPKG).Revision=$(REVISION) \
              -X $(VPKG).Branch=$(BRANCH) -X $(VPKG).BuildUser=$(USER) -X $(VPKG).BuildDate=$(BUILDDATE)
 
-.PHONY: help build test lint bench docker e2e checkrules checkmetrics
+.PHONY: help build test lint bench fuzz docker e2e checkrules checkmetrics
 
 help: ## List the targets.
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -41,6 +41,13 @@ checkmetrics: build ## Serve --demo and check its /metrics with promtool check m
 
 bench: ## Run the benchmarks.
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+FUZZTIME ?= 1m
+fuzz: ## Fuzz both decoders and the config loader, FUZZTIME each (default 1m).
+	$(GO) test ./upstream/wshoto -run '^$$' -fuzz FuzzDecodePage -fuzztime $(FUZZTIME)
+	$(GO) test ./upstream/wshoto -run '^$$' -fuzz FuzzNumberAsString -fuzztime $(FUZZTIME)
+	$(GO) test ./upstream/wechat -run '^$$' -fuzz FuzzDecodeRetain -fuzztime $(FUZZTIME)
+	$(GO) test ./config -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 
 docker: ## Build the container image (needs a Docker engine).
 	docker build -t $(BINARY):$(VERSION) .
