@@ -29,6 +29,7 @@ import (
 
 	"github.com/wechat-retention/wechat_retention_exporter/collector"
 	"github.com/wechat-retention/wechat_retention_exporter/config"
+	"github.com/wechat-retention/wechat_retention_exporter/exposition"
 	"github.com/wechat-retention/wechat_retention_exporter/scheduler"
 	"github.com/wechat-retention/wechat_retention_exporter/source"
 	"github.com/wechat-retention/wechat_retention_exporter/state"
@@ -152,7 +153,8 @@ type server struct {
 	deps     source.Deps
 	set      *state.Set
 	manager  *scheduler.Manager
-	registry *prometheus.Registry
+	registry *prometheus.Registry // live: health, Go, process, build
+	data     *prometheus.Registry // the upstreams' values, cached per snapshot
 	reloads  chan chan error
 	loc      atomic.Pointer[time.Location] // of the running configuration
 
@@ -165,6 +167,7 @@ func newServer(ctx context.Context, logger *slog.Logger, load func() (*config.Co
 		logger: logger, load: load, deps: deps,
 		set:      &state.Set{},
 		registry: prometheus.NewRegistry(),
+		data:     prometheus.NewRegistry(),
 		reloads:  make(chan chan error),
 		reloadOK: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: exporterName + "_config_last_reload_successful",
@@ -178,22 +181,25 @@ func newServer(ctx context.Context, logger *slog.Logger, load func() (*config.Co
 	s.deps.Logger = logger
 	s.deps.Existing = s.set.Get
 	s.manager = scheduler.NewManager(ctx, s.set)
-	s.registry.MustRegister(s.collectors()...)
+	live, data := s.collectors()
+	s.registry.MustRegister(live...)
+	s.data.MustRegister(data)
 	if err := s.apply(); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-// collectors are what /metrics serves.
-func (s *server) collectors() []prometheus.Collector {
+// collectors are what /metrics serves: the live ones, gathered at each
+// scrape, and the data, encoded once per set of snapshots.
+func (s *server) collectors() (live []prometheus.Collector, data prometheus.Collector) {
 	return []prometheus.Collector{
 		versioncollector.NewCollector(exporterName),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		collector.New(s.set),
+		collector.NewSelf(s.set),
 		s.reloadOK, s.reloadTime,
-	}
+	}, collector.NewData(s.set)
 }
 
 // apply loads the configuration and, if it is valid, makes it the running
@@ -235,17 +241,10 @@ func (s *server) reloadLoop(ctx context.Context, hup <-chan os.Signal) {
 	}
 }
 
-type promhttpLogger struct{ *slog.Logger }
-
-func (l promhttpLogger) Println(v ...any) { l.Error(fmt.Sprint(v...)) }
-
 func (s *server) handler(metricsPath string, maxRequests int) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle(metricsPath, promhttp.InstrumentMetricHandler(s.registry, promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{
-		ErrorLog:            promhttpLogger{s.logger},
-		ErrorHandling:       promhttp.ContinueOnError,
-		MaxRequestsInFlight: maxRequests,
-	})))
+	mux.Handle(metricsPath, promhttp.InstrumentMetricHandler(s.registry,
+		exposition.New(s.registry, s.data, s.set, s.logger, maxRequests)))
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "Healthy")
 	})

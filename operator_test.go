@@ -39,7 +39,8 @@ func TestMetricsReferenceInREADME(t *testing.T) {
 	defer s.manager.Stop()
 	ch := make(chan *prometheus.Desc, 100)
 	go func() {
-		for _, c := range s.collectors() {
+		live, data := s.collectors()
+		for _, c := range append(live, data) {
 			c.Describe(ch)
 		}
 		close(ch)

@@ -43,9 +43,11 @@ func gauge(name, help string, labels ...string) *prometheus.Desc {
 	return prometheus.NewDesc(name, help, labels, nil)
 }
 
-// Exporter collects every live target of a state.Set.
+// Exporter collects every live target of a state.Set: its data (values
+// from the snapshots), its own health series, or both.
 type Exporter struct {
-	set *state.Set
+	set        *state.Set
+	data, self bool
 
 	wshotoCounts    [6]*prometheus.Desc
 	wshotoRetention *prometheus.Desc
@@ -62,10 +64,19 @@ type Exporter struct {
 
 var _ prometheus.Collector = (*Exporter)(nil)
 
-// New returns a collector over set.
-func New(set *state.Set) *Exporter {
+// New returns a collector of the data and the health series of set.
+func New(set *state.Set) *Exporter { return newExporter(set, true, true) }
+
+// NewData returns a collector of the data only: it changes only when a
+// snapshot is swapped, so its encoding can be cached.
+func NewData(set *state.Set) *Exporter { return newExporter(set, true, false) }
+
+// NewSelf returns a collector of the per-target health series only.
+func NewSelf(set *state.Set) *Exporter { return newExporter(set, false, true) }
+
+func newExporter(set *state.Set, data, self bool) *Exporter {
 	return &Exporter{
-		set: set,
+		set: set, data: data, self: self,
 		wshotoCounts: [6]*prometheus.Desc{
 			gauge("wshoto_group_customers", "Customers in the groups with the tag (total_customer_cnt, 群客户总数), as reported for the data day.", wshotoLabels...),
 			gauge("wshoto_group_distinct_customers", "Distinct customers in the groups with the tag (total_distinct_customer_cnt), as reported for the data day.", wshotoLabels...),
@@ -101,17 +112,21 @@ func New(set *state.Set) *Exporter {
 	}
 }
 
-// Describe sends every descriptor; the set of metrics is fixed.
+// Describe sends every descriptor of the parts collected; the set of
+// metrics is fixed.
 func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range e.wshotoCounts {
-		ch <- d
+	var ds []*prometheus.Desc
+	if e.data {
+		ds = append(ds, e.wshotoCounts[:]...)
+		for _, r := range e.retain {
+			ds = append(ds, r.users, r.ratio, r.cohortStart)
+		}
+		ds = append(ds, e.wshotoRetention, e.wshotoDate)
 	}
-	for _, r := range e.retain {
-		ch <- r.users
-		ch <- r.ratio
-		ch <- r.cohortStart
+	if e.self {
+		ds = append(ds, e.lastSuccess, e.lastSuccessTime, e.refreshErrors, e.requests, e.latency, e.tokenRefreshes)
 	}
-	for _, d := range []*prometheus.Desc{e.wshotoRetention, e.wshotoDate, e.lastSuccess, e.lastSuccessTime, e.refreshErrors, e.requests, e.latency, e.tokenRefreshes} {
+	for _, d := range ds {
 		ch <- d
 	}
 }
@@ -119,7 +134,12 @@ func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 // Collect reads each target's current snapshot and counters.
 func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 	for _, t := range e.set.Targets() {
-		e.collectSelf(ch, t)
+		if e.self {
+			e.collectSelf(ch, t)
+		}
+		if !e.data {
+			continue
+		}
 		snap := t.Snapshot()
 		switch {
 		case snap == nil:
