@@ -46,6 +46,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	configFile := app.Flag("config.file", "Configuration file.").Default("exporter.yml").String()
 	metricsPath := app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").String()
 	maxRequests := app.Flag("web.max-requests", "Maximum number of parallel scrape requests; 0 disables the limit.").Default("40").Int()
+	stateFile := app.Flag("scheduler.state-file", "File where the exporter keeps when each upstream published on previous days, so polling stays tight across restarts; empty keeps it in memory only.").Default("").String()
 	demo := app.Flag("demo", "Serve against the built-in simulator of the upstreams; no credentials needed, --config.file is ignored.").Bool()
 	toolkitFlags := kingpinflag.AddFlags(app, ":9866")
 	logConfig := &promslog.Config{}
@@ -93,7 +94,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		logger.Info("demo mode: serving simulated upstreams", "upstreams", d.String())
 	}
 
-	srv, err := newServer(ctx, logger, load, source.Deps{})
+	pubs, err := scheduler.LoadStore(*stateFile)
+	if err != nil {
+		logger.Error("cannot read the scheduler state file", "err", err)
+		return 1
+	}
+	srv, err := newServer(ctx, logger, load, source.Deps{Publications: pubs})
 	if err != nil {
 		var ps config.Problems
 		if errors.As(err, &ps) {
@@ -180,6 +186,9 @@ func newServer(ctx context.Context, logger *slog.Logger, load func() (*config.Co
 	}
 	s.deps.Logger = logger
 	s.deps.Existing = s.set.Get
+	if s.deps.Publications == nil {
+		s.deps.Publications = &scheduler.Store{}
+	}
 	s.manager = scheduler.NewManager(ctx, s.set)
 	live, data := s.collectors()
 	s.registry.MustRegister(live...)

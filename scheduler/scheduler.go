@@ -36,8 +36,9 @@ type Job interface {
 
 // Policy holds the timing knobs of a loop.
 type Policy struct {
-	// PollInterval is the wait between calls while expected data is not
-	// published; each wait is jittered by ±20 %.
+	// PollInterval is the longest wait between calls while expected data
+	// is not published; each wait is 85-95 % of it, so that data show
+	// within PollInterval of their publication.
 	PollInterval time.Duration
 	// BackoffMin and BackoffMax bound the wait after consecutive failures,
 	// doubling from min; each wait is drawn from its upper half.
@@ -47,6 +48,11 @@ type Policy struct {
 	Spread time.Duration
 	// Rand returns a float in [0, 1); nil uses math/rand/v2.
 	Rand func() float64
+	// Learn, when set, holds when this target's data were published on
+	// previous days. Once it knows enough, polling starts one interval
+	// before the earliest publication seen rather than as soon as data can
+	// exist.
+	Learn *Publication
 }
 
 // DefaultPolicy returns the policy for a given poll interval.
@@ -80,19 +86,24 @@ func (p Policy) next(now time.Time, out Outcome, err error, failures int) time.D
 		}
 		return wait
 	}
+	var offset time.Duration
+	if p.Learn != nil {
+		offset, _ = p.Learn.StartOffset(p.PollInterval)
+	}
 	if out.Current && out.NextData.After(now) {
-		return out.NextData.Sub(now) + time.Duration(p.rand()*float64(p.Spread))
+		return out.NextData.Add(offset).Sub(now) + time.Duration(p.rand()*float64(p.Spread))
 	}
 	if !out.Current && out.NotBefore.After(now) {
-		return out.NotBefore.Sub(now) + time.Duration(p.rand()*float64(p.Spread))
+		return out.NotBefore.Add(offset).Sub(now) + time.Duration(p.rand()*float64(p.Spread))
 	}
-	return time.Duration(float64(p.PollInterval) * (0.8 + 0.4*p.rand()))
+	return time.Duration(float64(p.PollInterval) * (0.85 + 0.1*p.rand()))
 }
 
 // Run refreshes t with job until ctx ends: first at once, then as policy
 // and outcomes say. One refresh is in flight at a time by construction.
 func Run(ctx context.Context, job Job, p Policy, t *state.Target, logger *slog.Logger) {
 	failures := 0
+	var due, lastMiss time.Time // the data awaited: when they could first exist, the last poll that missed them
 	for {
 		began := time.Now()
 		out, err := job.Refresh(ctx)
@@ -109,6 +120,7 @@ func Run(ctx context.Context, job Job, p Policy, t *state.Target, logger *slog.L
 			failures = 0
 			t.RecordSuccess(now)
 			logger.Debug("refresh done", "current", out.Current, "duration", now.Sub(began))
+			due, lastMiss = p.observe(now, out, due, lastMiss)
 		}
 		wait := p.next(now, out, err, failures)
 		t.SetNextCall(now.Add(wait))
@@ -120,6 +132,24 @@ func Run(ctx context.Context, job Job, p Policy, t *state.Target, logger *slog.L
 		case <-timer.C:
 		}
 	}
+}
+
+// observe follows the data awaited across successful refreshes and tells
+// Learn when they were published.
+func (p Policy) observe(now time.Time, out Outcome, due, lastMiss time.Time) (time.Time, time.Time) {
+	if !out.Current {
+		if !due.IsZero() && !now.Before(due) {
+			lastMiss = now
+		}
+		if due.IsZero() && !out.NotBefore.IsZero() {
+			due = out.NotBefore
+		}
+		return due, lastMiss
+	}
+	if !due.IsZero() && !now.Before(due) && p.Learn != nil {
+		p.Learn.Add(Observation{Due: due, LastMiss: lastMiss, FirstHit: now})
+	}
+	return out.NextData, time.Time{}
 }
 
 // Unit is one target to run: its state, its job and how to time it.

@@ -155,8 +155,9 @@ func TestEightWeeksOfWeeklyCalls(t *testing.T) {
 		r.fake.PublishDelay = 10 * time.Hour
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		p := scheduler.DefaultPolicy(15 * time.Minute)
-		p.Rand = func() float64 { return 0 }
+		p := scheduler.DefaultPolicy(13*time.Minute + 20*time.Second)
+		p.Rand = func() float64 { return 0.5 } // polls 90 % of that apart: 12 min
+		p.Spread = 0
 		go scheduler.Run(ctx, r.job, p, r.target, slog.New(slog.DiscardHandler))
 		time.Sleep(8 * 7 * 24 * time.Hour)
 		synctest.Wait()

@@ -30,6 +30,9 @@ type Deps struct {
 	HTTPClient func(name string) *http.Client
 	// Policy, when set, replaces the policy built from the configuration.
 	Policy func(poll time.Duration) scheduler.Policy
+	// Publications, when set, remembers when each target's data were
+	// published, across reloads (and restarts, with a file).
+	Publications *scheduler.Store
 }
 
 // Units builds one scheduler unit per configured target.
@@ -48,7 +51,7 @@ func Units(cfg *config.Config, d Deps) ([]scheduler.Unit, error) {
 			Target: t,
 			Job: &WshotoJob{Client: client, TagIDs: tc.TagIDs, Location: loc,
 				LookbackDays: tc.LookbackDays, Target: t, Logger: logger},
-			Policy:      d.policy(time.Duration(tc.PollInterval)),
+			Policy:      d.policy(state.SourceWshoto, tc.Name, time.Duration(tc.PollInterval)),
 			Logger:      logger,
 			Fingerprint: fingerprint(cfg.Global.Timezone, tc, tc.Secret()),
 		})
@@ -66,7 +69,7 @@ func Units(cfg *config.Config, d Deps) ([]scheduler.Unit, error) {
 			Target: t,
 			Job: &MiniprogramJob{Client: client, AppID: tc.AppID, Kinds: kinds, Location: loc,
 				Target: t, Logger: logger},
-			Policy:      d.policy(time.Duration(tc.PollInterval)),
+			Policy:      d.policy(state.SourceMiniprogram, tc.Name, time.Duration(tc.PollInterval)),
 			Logger:      logger,
 			Fingerprint: fingerprint(cfg.Global.Timezone, tc, tc.Secret()),
 		})
@@ -139,11 +142,15 @@ func (d Deps) httpClient(name string, cfg commoncfg.HTTPClientConfig, timeout ti
 	return c, nil
 }
 
-func (d Deps) policy(poll time.Duration) scheduler.Policy {
+func (d Deps) policy(source, name string, poll time.Duration) scheduler.Policy {
+	p := scheduler.DefaultPolicy(poll)
 	if d.Policy != nil {
-		return d.Policy(poll)
+		p = d.Policy(poll)
 	}
-	return scheduler.DefaultPolicy(poll)
+	if d.Publications != nil && p.Learn == nil {
+		p.Learn = d.Publications.For(source + "/" + name)
+	}
+	return p
 }
 
 // fingerprint identifies a target's configuration, secret included (hashed),

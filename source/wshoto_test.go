@@ -86,7 +86,7 @@ func (r *rig) analyzeCalls() []wshototest.Call {
 
 func (r *rig) run(ctx context.Context) {
 	p := scheduler.DefaultPolicy(15 * time.Minute)
-	p.Rand = func() float64 { return 0 } // poll every 12 min, back off by half steps, no spread
+	p.Rand = func() float64 { return 0 } // poll every 12m45s, back off by half steps, no spread
 	scheduler.Run(ctx, r.job, p, r.target, slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 }
 
@@ -195,7 +195,8 @@ func TestScheduleAcrossMidnight(t *testing.T) {
 		for _, c := range calls {
 			at = append(at, c.At.In(shanghai).Format("15:04"))
 		}
-		want := "00:00 00:12 00:24 00:36 00:48 01:00 01:12 01:24 01:36 01:48 02:00"
+		// Every 12m45s (85 % of poll_interval with Rand 0) until 02:00.
+		want := "00:00 00:12 00:25 00:38 00:51 01:03 01:16 01:29 01:42 01:54 02:07"
 		if strings.Join(at, " ") != want {
 			t.Errorf("calls after midnight at %v, want %s", at, want)
 		}

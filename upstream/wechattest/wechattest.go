@@ -39,6 +39,9 @@ type Server struct {
 	Location *time.Location
 	// PublishDelay is how long after a period ends its data appears.
 	PublishDelay time.Duration
+	// PublishDelayOn, when set, replaces PublishDelay: the delay after
+	// 00:00 of day, the first day after a period, under a day.
+	PublishDelayOn func(day calendar.Date) time.Duration
 	TokenTTL     time.Duration
 	// Value returns users of cohort (kind, start) at key; nil means DemoValue.
 	Value func(k wechat.Kind, start calendar.Date, key int, active bool) float64
@@ -239,7 +242,11 @@ func (s *Server) serveRetain(w http.ResponseWriter, r *http.Request, c Call) {
 	var newUsers, active []map[string]any
 	for _, key := range kind.Keys() {
 		// Key k is known once the k-th period after the cohort has ended.
-		endOfKey := p.Add(begin, key+1).Start(s.Location).Add(s.PublishDelay)
+		after := p.Add(begin, key+1)
+		endOfKey := after.Start(s.Location).Add(s.PublishDelay)
+		if s.PublishDelayOn != nil {
+			endOfKey = after.Start(s.Location).Add(s.PublishDelayOn(after))
+		}
 		if now.Before(endOfKey) {
 			continue
 		}

@@ -51,6 +51,9 @@ type Server struct {
 	Location  *time.Location
 	// PublishDelay is how long after midnight a day's data appears (T+1).
 	PublishDelay time.Duration
+	// PublishDelayOn, when set, replaces PublishDelay: the delay on each
+	// day (of publication) after its midnight, under a day.
+	PublishDelayOn func(day calendar.Date) time.Duration
 	TokenTTL     time.Duration
 	// Data returns the record of tag on day d; nil means DemoRecord.
 	Data func(tag Tag, d calendar.Date) map[string]any
@@ -243,6 +246,13 @@ func (s *Server) serveAnalyze(w http.ResponseWriter, c Call, body []byte) {
 // PublishDelay after midnight.
 func (s *Server) lastPublished(now time.Time) calendar.Date {
 	last := calendar.LatestDailyDate(now.Add(-s.PublishDelay), s.Location)
+	if s.PublishDelayOn != nil {
+		today := calendar.LatestDailyDate(now, s.Location).AddDays(1)
+		last = today.AddDays(-1)
+		if now.Before(today.Start(s.Location).Add(s.PublishDelayOn(today))) {
+			last = last.AddDays(-1)
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.unpubEnd.IsZero() && s.unpubEnd.Before(last) {
