@@ -111,7 +111,10 @@ func TestUpstreamEconomy(t *testing.T) {
 				}},
 			{name: "WeChat daily retain", host: "daily.test", target: srv.set.Get("wechat_miniprogram", "shopd"),
 				newest: func(s *state.Snapshot) (calendar.Date, bool) { return day(s, wechat.Daily) },
-				pubOf: func(d calendar.Date) time.Time { nd := d.AddDays(1); return nd.Start(loc).Add(daily.PublishDelayOn(nd)) }},
+				pubOf: func(d calendar.Date) time.Time {
+					nd := d.AddDays(1)
+					return nd.Start(loc).Add(daily.PublishDelayOn(nd))
+				}},
 		}
 		const days, warmup = 28, 7
 		began := shanghaiAt("2000-01-04 00:00")

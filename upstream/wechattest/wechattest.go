@@ -42,7 +42,7 @@ type Server struct {
 	// PublishDelayOn, when set, replaces PublishDelay: the delay after
 	// 00:00 of day, the first day after a period, under a day.
 	PublishDelayOn func(day calendar.Date) time.Duration
-	TokenTTL     time.Duration
+	TokenTTL       time.Duration
 	// Value returns users of cohort (kind, start) at key; nil means DemoValue.
 	Value func(k wechat.Kind, start calendar.Date, key int, active bool) float64
 

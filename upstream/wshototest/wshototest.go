@@ -54,7 +54,7 @@ type Server struct {
 	// PublishDelayOn, when set, replaces PublishDelay: the delay on each
 	// day (of publication) after its midnight, under a day.
 	PublishDelayOn func(day calendar.Date) time.Duration
-	TokenTTL     time.Duration
+	TokenTTL       time.Duration
 	// Data returns the record of tag on day d; nil means DemoRecord.
 	Data func(tag Tag, d calendar.Date) map[string]any
 
