@@ -39,8 +39,14 @@ checkmetrics: build ## Serve --demo and check its /metrics with promtool check m
 	for i in $$(seq 50); do curl -fs http://127.0.0.1:19866/-/ready >/dev/null && break; sleep 0.1; done; \
 	curl -fs http://127.0.0.1:19866/metrics | promtool check metrics
 
-bench: ## Run the benchmarks.
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+bench: ## Run the benchmarks and the 28-day upstream economy simulation; print them as tables.
+	@mkdir -p .build
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./... | tee .build/bench.txt | grep -E '^(Benchmark|ok|FAIL|---)'
+	@echo; echo '| benchmark | results |'; echo '| --- | --- |'
+	@awk '/^Benchmark/ { r = ""; for (i = 3; i < NF; i += 2) r = r (r == "" ? "" : ", ") $$i " " $$(i+1); \
+		sub(/-[0-9]+$$/, "", $$1); print "| " $$1 " | " r " |" }' .build/bench.txt
+	@echo
+	@$(GO) test -count=1 -run '^TestUpstreamEconomy$$' -v . | grep -E '^(\||upstream economy)' 
 
 FUZZTIME ?= 1m
 fuzz: ## Fuzz both decoders and the config loader, FUZZTIME each (default 1m).

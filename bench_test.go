@@ -7,8 +7,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -118,3 +122,100 @@ type countingWriter struct {
 func (w *countingWriter) Header() http.Header         { return w.header }
 func (w *countingWriter) WriteHeader(code int)        { w.code = code }
 func (w *countingWriter) Write(p []byte) (int, error) { w.n += len(p); return len(p), nil }
+
+// BenchmarkTenThousandTags runs the binary against a wshoto fake on a
+// loopback port (another process's view: real HTTP, the default rate limit
+// of 10 calls/s) with 10,000 tags, and reports the time to first data,
+// the p50 of gzip scrapes, the resident memory, and the upstream calls
+// made while the data are current (which must be none).
+func BenchmarkTenThousandTags(b *testing.B) {
+	f := wshototest.New("wsappid", rigWshotoSecret)
+	f.Tags = manyTags(10000)
+	upstream := f.Start()
+	defer upstream.Close()
+	dir := b.TempDir()
+	cfgFile := dir + "/exporter.yml"
+	if err := os.WriteFile(cfgFile, []byte(tagConfig(upstream.URL, f.Tags, "10")), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		f.ResetCalls()
+		addr := freeAddrB(b)
+		cmd := exec.Command(binary, "--config.file="+cfgFile, "--web.listen-address="+addr, "--log.level=warn")
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		began := time.Now()
+		client := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+		scrape := func() (int, time.Duration) {
+			req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/metrics", nil)
+			req.Header.Set("Accept-Encoding", "gzip")
+			t0 := time.Now()
+			resp, err := client.Do(req)
+			if err != nil {
+				return 0, 0
+			}
+			n, _ := io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			return int(n), time.Since(t0)
+		}
+		for {
+			resp, err := http.Get("http://" + addr + "/-/ready")
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					break
+				}
+			}
+			if time.Since(began) > 2*time.Minute {
+				b.Fatal("no data within 2 minutes")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		firstData := time.Since(began)
+		calls := len(f.Calls())
+		var took []time.Duration
+		size := 0
+		for range 21 {
+			n, d := scrape()
+			size, took = n, append(took, d)
+		}
+		slices.Sort(took)
+		rss := rssBytes(cmd.Process.Pid)
+		if extra := len(f.Calls()) - calls; extra != 0 {
+			b.Errorf("%d upstream calls during 21 scrapes of current data", extra)
+		}
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		b.ReportMetric(firstData.Seconds(), "s-to-first-data")
+		b.ReportMetric(float64(calls), "upstream-calls")
+		b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "ms-gzip-scrape-p50")
+		b.ReportMetric(float64(size), "gzip-bytes")
+		b.ReportMetric(float64(rss)/(1<<20), "MiB-RSS")
+	}
+}
+
+func freeAddrB(b *testing.B) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// rssBytes reads VmRSS of a process from /proc.
+func rssBytes(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var kb int64
+			fmt.Sscanf(strings.TrimSpace(rest), "%d", &kb)
+			return kb << 10
+		}
+	}
+	return -1
+}
