@@ -96,8 +96,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	pubs, err := scheduler.LoadStore(*stateFile)
 	if err != nil {
-		logger.Error("cannot read the scheduler state file", "err", err)
-		return 1
+		logger.Warn("scheduler state file unreadable; publication times will be learned again", "err", err)
 	}
 	srv, err := newServer(ctx, logger, load, source.Deps{Publications: pubs})
 	if err != nil {

@@ -86,7 +86,9 @@ type Store struct {
 }
 
 // LoadStore reads file (a missing file is an empty store); "" keeps
-// everything in memory.
+// everything in memory. An unreadable file gives an error and an empty
+// store that will overwrite it: what it held is only worth a few days of
+// learning, not a refusal to start.
 func LoadStore(file string) (*Store, error) {
 	s := &Store{File: file, pubs: map[string]*Publication{}}
 	if file == "" {
@@ -97,11 +99,11 @@ func LoadStore(file string) (*Store, error) {
 		return s, nil
 	}
 	if err != nil {
-		return nil, err
+		return s, err
 	}
 	var saved map[string][]Observation
 	if err := json.Unmarshal(b, &saved); err != nil {
-		return nil, &os.PathError{Op: "decode", Path: file, Err: err}
+		return s, &os.PathError{Op: "decode", Path: file, Err: err}
 	}
 	for k, obs := range saved {
 		s.pubs[k] = &Publication{obs: obs, saved: s.save}

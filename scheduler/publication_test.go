@@ -3,7 +3,9 @@ package scheduler
 import (
 	"context"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -70,4 +72,21 @@ func TestPollingFollowsLearnedPublication(t *testing.T) {
 			t.Errorf("after a restart: start offset %s, %v", off, ok)
 		}
 	})
+}
+
+// A corrupt state file is reported and replaced, never fatal.
+func TestCorruptStateFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "state.json")
+	if err := os.WriteFile(file, []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := LoadStore(file)
+	if err == nil || s == nil || !strings.Contains(err.Error(), file) {
+		t.Fatalf("store %v, err %v", s, err)
+	}
+	s.For("wshoto/acme").Add(Observation{Due: time.Unix(0, 0), FirstHit: time.Unix(7200, 0)})
+	again, err := LoadStore(file)
+	if err != nil || len(again.For("wshoto/acme").Observations()) != 1 {
+		t.Fatalf("rewritten file: %v", err)
+	}
 }
