@@ -26,14 +26,7 @@ type backfillFlags struct {
 func runBackfill(configFile string, f backfillFlags, stdout, stderr io.Writer) int {
 	cfg, err := config.Load(configFile)
 	if err != nil {
-		var ps config.Problems
-		if errors.As(err, &ps) {
-			for _, p := range ps {
-				fmt.Fprintln(stderr, p.String())
-			}
-		} else {
-			fmt.Fprintln(stderr, err)
-		}
+		printProblems(stderr, configFile, err)
 		return 1
 	}
 	start, err1 := calendar.Parse(time.DateOnly, *f.start)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -140,7 +139,7 @@ func BenchmarkTenThousandTags(b *testing.B) {
 	}
 	for b.Loop() {
 		f.ResetCalls()
-		addr := freeAddrB(b)
+		addr := freeAddr(b)
 		cmd := exec.Command(binary, "--config.file="+cfgFile, "--web.listen-address="+addr, "--log.level=warn")
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
@@ -193,15 +192,6 @@ func BenchmarkTenThousandTags(b *testing.B) {
 		b.ReportMetric(float64(size), "gzip-bytes")
 		b.ReportMetric(float64(rss)/(1<<20), "MiB-RSS")
 	}
-}
-
-func freeAddrB(b *testing.B) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // rssBytes reads VmRSS of a process from /proc.

@@ -136,19 +136,28 @@ func run(args []string, stdout, stderr io.Writer) int {
 func checkConfig(file string, out io.Writer) int {
 	cfg, err := config.Load(file)
 	if err != nil {
-		var ps config.Problems
-		if errors.As(err, &ps) {
-			for _, p := range ps {
-				fmt.Fprintln(out, p.String())
-			}
-			fmt.Fprintf(out, "%s: %d problem(s)\n", file, len(ps))
-		} else {
-			fmt.Fprintf(out, "%s: %v\n", file, err)
+		if n := printProblems(out, file, err); n > 0 {
+			fmt.Fprintf(out, "%s: %d problem(s)\n", file, n)
 		}
 		return 1
 	}
 	fmt.Fprintf(out, "%s: valid: %s\n", file, cfg.Summary())
 	return 0
+}
+
+// printProblems writes each problem of a configuration error on a line of
+// its own (file:line: path: message) and returns how many; another error
+// is written after the file name.
+func printProblems(out io.Writer, file string, err error) int {
+	var ps config.Problems
+	if !errors.As(err, &ps) {
+		fmt.Fprintf(out, "%s: %v\n", file, err)
+		return 0
+	}
+	for _, p := range ps {
+		fmt.Fprintln(out, p.String())
+	}
+	return len(ps)
 }
 
 // server is the running exporter: its targets, registry and reloads.

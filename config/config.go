@@ -442,15 +442,7 @@ func (v *validator) validate(c *Config) {
 var retainKinds = []string{"daily", "weekly", "monthly"}
 
 func (v *validator) validateMiniprogram(p string, t *MiniprogramTarget, names map[string]string) {
-	if t.Name == "" {
-		v.add(p+".name", "required")
-	} else {
-		v.unique(p, t.Name, names)
-	}
-	v.baseURL(p+".base_url", t.BaseURL)
-	if t.AppID == "" {
-		v.add(p+".appid", "required")
-	}
+	v.identity(p, t.Name, t.BaseURL, t.AppID, names)
 	switch t.Token {
 	case "stable", "classic":
 		sec := v.secret(p, "secret", string(t.AppSecret), t.SecretFile)
@@ -487,6 +479,20 @@ func (v *validator) validateMiniprogram(p string, t *MiniprogramTarget, names ma
 	v.fetch(p, &t.Fetch)
 }
 
+// identity checks what every target has: a unique name, a base URL and
+// an appid.
+func (v *validator) identity(p, name, baseURL, appID string, names map[string]string) {
+	if name == "" {
+		v.add(p+".name", "required")
+	} else {
+		v.unique(p, name, names)
+	}
+	v.baseURL(p+".base_url", baseURL)
+	if appID == "" {
+		v.add(p+".appid", "required")
+	}
+}
+
 func (v *validator) unique(p string, name string, seen map[string]string) {
 	if first, dup := seen[name]; dup {
 		v.add(p+".name", "duplicate name %q (first used at line %d)", name, v.idx.line(first))
@@ -496,15 +502,7 @@ func (v *validator) unique(p string, name string, seen map[string]string) {
 }
 
 func (v *validator) validateWshoto(p string, t *WshotoTarget, names map[string]string) {
-	if t.Name == "" {
-		v.add(p+".name", "required")
-	} else {
-		v.unique(p, t.Name, names)
-	}
-	v.baseURL(p+".base_url", t.BaseURL)
-	if t.AppID == "" {
-		v.add(p+".appid", "required")
-	}
+	v.identity(p, t.Name, t.BaseURL, t.AppID, names)
 	sec := v.secret(p, "app_secret", string(t.AppSecret), t.AppSecretFile)
 	t.secret, t.AppSecret = &sec, "" // kept only behind the pointer
 	if len(t.TagIDs) == 0 {

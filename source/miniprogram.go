@@ -34,10 +34,9 @@ type MiniprogramJob struct {
 	Target   *state.Target
 	Logger   *slog.Logger
 
-	cohorts   [3]map[calendar.Date]wechat.Retain
-	blocked   [3]time.Time      // no calls to that API before (daily quota reached)
-	blockedBy [3]*apicall.Error // the answer that blocked it, without RetryAfter
-	fetched   int               // answers with data in the current refresh
+	cohorts [3]map[calendar.Date]wechat.Retain
+	blocked [3]*apicall.Error // the daily-quota answer stopping calls to that API until its RetryAfter
+	fetched int               // answers with data in the current refresh
 }
 
 // Refresh brings every enabled kind up to date, publishes what it has,
@@ -52,11 +51,11 @@ func (j *MiniprogramJob) Refresh(ctx context.Context) (scheduler.Outcome, error)
 		if next := k.Period().NextBoundary(now, j.Location).Add(wechat.PublishNotBefore); out.NextData.IsZero() || next.Before(out.NextData) {
 			out.NextData = next
 		}
-		if now.Before(j.blocked[k]) {
+		if j.isBlocked(k, now) {
 			// Still a failure: the kind cannot be refreshed today.
 			out.Current = false
 			if firstErr == nil {
-				firstErr = j.blockedBy[k]
+				firstErr = withoutRetryAfter(j.blocked[k])
 			}
 			continue
 		}
@@ -74,11 +73,8 @@ func (j *MiniprogramJob) Refresh(ctx context.Context) (scheduler.Outcome, error)
 			out.Current = false
 			if e, ok := apicall.AsError(err); ok && e.Reason == apicall.ReasonQuota && !e.RetryAfter.IsZero() && e.RetryAfter.Sub(now) > time.Hour {
 				// 45009 stops this API only: the other kinds go on.
-				j.blocked[k] = e.RetryAfter
-				cp := *e
-				cp.RetryAfter = time.Time{}
-				j.blockedBy[k] = &cp
-				err = &cp
+				j.blocked[k] = e
+				err = withoutRetryAfter(e)
 			}
 			if firstErr == nil {
 				firstErr = err
@@ -92,7 +88,7 @@ func (j *MiniprogramJob) Refresh(ctx context.Context) (scheduler.Outcome, error)
 	}
 	if until, all := j.allBlocked(now); all {
 		// Nothing can be called before the quota resets: sleep till then.
-		cp := *j.blockedBy[j.Kinds[0]]
+		cp := *j.blocked[j.Kinds[0]]
 		cp.RetryAfter = until
 		firstErr = &cp
 	}
@@ -103,16 +99,28 @@ func (j *MiniprogramJob) Refresh(ctx context.Context) (scheduler.Outcome, error)
 	return out, firstErr
 }
 
+func (j *MiniprogramJob) isBlocked(k wechat.Kind, now time.Time) bool {
+	return j.blocked[k] != nil && now.Before(j.blocked[k].RetryAfter)
+}
+
+// withoutRetryAfter is e for the scheduler when only one API is blocked:
+// it backs off as usual, the job itself skips the blocked API.
+func withoutRetryAfter(e *apicall.Error) *apicall.Error {
+	cp := *e
+	cp.RetryAfter = time.Time{}
+	return &cp
+}
+
 // allBlocked reports whether every enabled kind is blocked at now, and
 // until when the first of them is.
 func (j *MiniprogramJob) allBlocked(now time.Time) (time.Time, bool) {
 	var until time.Time
 	for _, k := range j.Kinds {
-		if !now.Before(j.blocked[k]) {
+		if !j.isBlocked(k, now) {
 			return time.Time{}, false
 		}
-		if until.IsZero() || j.blocked[k].Before(until) {
-			until = j.blocked[k]
+		if until.IsZero() || j.blocked[k].RetryAfter.Before(until) {
+			until = j.blocked[k].RetryAfter
 		}
 	}
 	return until, len(j.Kinds) > 0

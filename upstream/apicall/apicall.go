@@ -108,6 +108,17 @@ const (
 	DefaultRetryWait = time.Second
 )
 
+// TokenRejected turns err, an answer rejecting an access token that was
+// already renewed, into a token failure (reason token) that says why.
+func TokenRejected(err error, why string) error {
+	if e, ok := AsError(err); ok {
+		e.Reason = ReasonToken
+		e.Msg += " (" + why + ")"
+		return e
+	}
+	return err
+}
+
 // transient reports whether e is worth an immediate second try.
 func transient(e *Error) bool {
 	switch e.Reason {

@@ -400,7 +400,7 @@ func (c *Client) withToken(ctx context.Context, call func(token string) error) e
 		// The owner of the file may have rotated it since we read it.
 		fresh, ferr := c.readTokenFile()
 		if ferr != nil || fresh == tok {
-			return tokenRejected(err, "the token in access_token_file was rejected")
+			return apicall.TokenRejected(err, "the token in access_token_file was rejected")
 		}
 		return call(fresh)
 	}
@@ -411,26 +411,17 @@ func (c *Client) withToken(ctx context.Context, call func(token string) error) e
 		return err
 	}
 	if c.opts.Mode != TokenStable {
-		return tokenRejected(err, "a freshly fetched token was rejected too")
+		return apicall.TokenRejected(err, "a freshly fetched token was rejected too")
 	}
 	if !c.forceAllowed() {
-		return tokenRejected(err, "stable token rejected twice; force refresh budget (20 a day, 30 s apart) spent")
+		return apicall.TokenRejected(err, "stable token rejected twice; force refresh budget (20 a day, 30 s apart) spent")
 	}
 	force := func(ctx context.Context) (apicall.Token, error) { return c.fetchToken(ctx, true) }
 	if tok, err = c.tokens.RenewWith(ctx, tok, force); err != nil {
 		return err
 	}
 	if err = call(tok); IsTokenError(err) {
-		return tokenRejected(err, "rejected even after a forced refresh")
-	}
-	return err
-}
-
-func tokenRejected(err error, why string) error {
-	if e, ok := apicall.AsError(err); ok {
-		e.Reason = apicall.ReasonToken
-		e.Msg += " (" + why + ")"
-		return e
+		return apicall.TokenRejected(err, "rejected even after a forced refresh")
 	}
 	return err
 }

@@ -240,10 +240,8 @@ func (c *Client) withToken(ctx context.Context, call func(token string) error) e
 	if tok, err = c.tokens.Renew(ctx, tok); err != nil {
 		return err
 	}
-	err = call(tok)
-	if e, ok := apicall.AsError(err); ok && IsTokenError(err) {
-		e.Reason = apicall.ReasonToken
-		e.Msg += " (a freshly fetched token was rejected too)"
+	if err = call(tok); IsTokenError(err) {
+		return apicall.TokenRejected(err, "a freshly fetched token was rejected too")
 	}
 	return err
 }
